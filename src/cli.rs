@@ -1,0 +1,258 @@
+//! Command-line interface: argument definitions, environment fallbacks, dispatch and exit codes.
+//!
+//! Every option can also be set by an environment variable (`TAGGER_*`), which is what
+//! containers and systemd units use; a flag on the command line wins over the environment.
+//!
+//! Exit codes (documented in `--help` and the README):
+//! - 0: success (for `score`: every file scored).
+//! - 1: a runtime failure (for `score`: at least one file failed; for `healthcheck`: not ready).
+//! - 2: a usage error (unknown flag, bad value in a flag or a `TAGGER_*` variable).
+
+use std::str::FromStr;
+
+use argh::FromArgs;
+
+use crate::image_io::DecodeMode;
+use crate::models::ModelName;
+
+/// Exit code: everything worked.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: a runtime failure, or some files failed to score.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code: bad command line or configuration.
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(FromArgs, Debug)]
+/// Automatic ImageNet tags for photos and hand-drawn digit reading, all models embedded.
+///
+/// Exit codes: 0 success; 1 runtime failure (score: some files failed; healthcheck: not
+/// ready); 2 usage error. Logging: TAGGER_LOG or RUST_LOG (error, warn, info, debug).
+pub struct Args {
+    #[argh(subcommand)]
+    /// what to do
+    pub command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+/// The subcommands.
+pub enum Command {
+    /// Run the HTTP service.
+    Serve(ServeArgs),
+    /// Score folders of photos.
+    Score(ScoreArgs),
+    /// Probe a running server's /readyz.
+    Healthcheck(HealthcheckArgs),
+    /// Describe the embedded models.
+    Models(ModelsArgs),
+    /// Time each pipeline stage.
+    Bench(BenchArgs),
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "serve")]
+/// Run the HTTP service (routes: README or GET /openapi.json).
+pub struct ServeArgs {
+    /// address to listen on [env TAGGER_ADDR, default 127.0.0.1:8080]
+    #[argh(option)]
+    pub addr: Option<String>,
+    /// requests decoded and inferred at once [env TAGGER_WORKERS, default: number of cores]
+    #[argh(option)]
+    pub workers: Option<usize>,
+    /// cores one inference may use [env TAGGER_INFERENCE_THREADS, default 1]
+    #[argh(option)]
+    pub inference_threads: Option<usize>,
+    /// requests waiting for a worker before 503 [env TAGGER_QUEUE_DEPTH, default 64]
+    #[argh(option)]
+    pub queue_depth: Option<usize>,
+    /// largest request body in bytes [env TAGGER_MAX_BODY_BYTES, default 20971520]
+    #[argh(option)]
+    pub max_body_bytes: Option<u64>,
+    /// largest image in pixels, checked before decoding [env TAGGER_MAX_PIXELS, default 50000000]
+    #[argh(option)]
+    pub max_pixels: Option<u64>,
+    /// seconds to receive a request [env TAGGER_READ_TIMEOUT_SECS, default 30]
+    #[argh(option)]
+    pub read_timeout_secs: Option<u64>,
+    /// seconds to send a response [env TAGGER_WRITE_TIMEOUT_SECS, default 30]
+    #[argh(option)]
+    pub write_timeout_secs: Option<u64>,
+    /// seconds in-flight requests get after SIGTERM [env TAGGER_DRAIN_SECS, default 25]
+    #[argh(option)]
+    pub drain_secs: Option<u64>,
+    /// model for /v1/tags without ?model= [env TAGGER_TAGS_MODEL, default: best real model]
+    #[argh(option)]
+    pub tags_model: Option<ModelName>,
+    /// default JPEG decoding, exact or fast [env TAGGER_DECODE, default exact]
+    #[argh(option)]
+    pub decode: Option<DecodeMode>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "score")]
+/// Score photos and folders; results stream to stdout (or --output) as they finish.
+///
+/// Exit codes: 0 every file scored; 1 some files failed (each is reported); 2 usage error.
+pub struct ScoreArgs {
+    /// files or folders to score (folders are walked recursively, in sorted order)
+    #[argh(positional)]
+    pub paths: Vec<String>,
+    /// resnet18, efficientnet_lite0 or digits [env TAGGER_MODEL, default: the tagging model]
+    #[argh(option)]
+    pub model: Option<ModelName>,
+    /// tags per image, 1..=5 [env TAGGER_TOP_K, default 5]
+    #[argh(option)]
+    pub top_k: Option<usize>,
+    /// leave out tags below this, 0..=1 [env TAGGER_MIN_CONFIDENCE, default 0]
+    #[argh(option)]
+    pub min_confidence: Option<f64>,
+    /// jsonl, csv or table [env TAGGER_FORMAT, default jsonl]
+    #[argh(option)]
+    pub format: Option<String>,
+    /// images processed at once [env TAGGER_JOBS, default: number of cores]
+    #[argh(option)]
+    pub jobs: Option<usize>,
+    /// write results to this file instead of stdout
+    #[argh(option)]
+    pub output: Option<String>,
+    /// score only shard I of N (0-based, e.g. 0/4) [env TAGGER_SHARD]
+    #[argh(option)]
+    pub shard: Option<String>,
+    /// do not descend into sub-folders
+    #[argh(switch)]
+    pub no_recursive: bool,
+    /// JPEG decoding, exact or fast [env TAGGER_DECODE, default exact]
+    #[argh(option)]
+    pub decode: Option<DecodeMode>,
+    /// largest image in pixels [env TAGGER_MAX_PIXELS, default 50000000]
+    #[argh(option)]
+    pub max_pixels: Option<u64>,
+    /// tagging model used when --model is not given [env TAGGER_TAGS_MODEL]
+    #[argh(option)]
+    pub tags_model: Option<ModelName>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "healthcheck")]
+/// Exit 0 if the server at --addr answers 200 on /readyz, 1 otherwise (for HEALTHCHECK).
+pub struct HealthcheckArgs {
+    /// server address [env TAGGER_ADDR, default 127.0.0.1:8080]
+    #[argh(option)]
+    pub addr: Option<String>,
+    /// path to probe [default /readyz]
+    #[argh(option, default = "String::from(\"/readyz\")")]
+    pub path: String,
+    /// seconds before giving up [default 3]
+    #[argh(option, default = "3")]
+    pub timeout_secs: u64,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "models")]
+/// Print the embedded models: weights (official or stand-in), provenance, default tagging model.
+pub struct ModelsArgs {
+    /// print the manifests as JSON
+    #[argh(switch)]
+    pub json: bool,
+    /// tagging model [env TAGGER_TAGS_MODEL]
+    #[argh(option)]
+    pub tags_model: Option<ModelName>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "bench")]
+/// Time decode, preprocess and inference per model (medians), and model load at start-up.
+pub struct BenchArgs {
+    /// runs per measurement [default 30]
+    #[argh(option, default = "30")]
+    pub runs: usize,
+    /// a JPEG to time besides the built-in 451x300 and 12 MP ones
+    #[argh(option)]
+    pub image: Option<String>,
+    /// print JSON instead of a table
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Why a subcommand failed; decides the exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad flag or environment value: exit 2.
+    Usage(String),
+    /// Anything else: exit 1.
+    Failure(String),
+}
+
+impl From<crate::Error> for CliError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::BadParameter { .. } | crate::Error::UnknownModel(_) => {
+                CliError::Usage(e.to_string())
+            }
+            other => CliError::Failure(other.to_string()),
+        }
+    }
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(args: Args) -> i32 {
+    init_logging();
+    let result = match args.command {
+        Command::Serve(a) => crate::server::run(a),
+        Command::Score(a) => crate::score::run(a),
+        Command::Healthcheck(a) => crate::healthcheck::run(a),
+        Command::Models(a) => crate::report::models_command(a),
+        Command::Bench(a) => crate::bench::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(CliError::Usage(message)) => {
+            eprintln!("tagger: {message}");
+            EXIT_USAGE
+        }
+        Err(CliError::Failure(message)) => {
+            eprintln!("tagger: {message}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// Logs to stderr at the level in `TAGGER_LOG`, else `RUST_LOG`, else `info`.
+fn init_logging() {
+    let fallback = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    let env = env_logger::Env::new().filter_or("TAGGER_LOG", fallback);
+    // A second initialisation (tests calling `run` twice) is harmless.
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
+}
+
+/// Resolves an option: the flag if given, else `TAGGER_<env>`, else `default`.
+pub fn setting<T: FromStr>(flag: Option<T>, env: &str, default: T) -> Result<T, CliError>
+where
+    T::Err: std::fmt::Display,
+{
+    Ok(optional_setting(flag, env)?.unwrap_or(default))
+}
+
+/// Like [`setting`] without a default.
+pub fn optional_setting<T: FromStr>(flag: Option<T>, env: &str) -> Result<Option<T>, CliError>
+where
+    T::Err: std::fmt::Display,
+{
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    match std::env::var(env) {
+        Ok(value) if !value.is_empty() => value
+            .parse()
+            .map(Some)
+            .map_err(|e| CliError::Usage(format!("environment variable {env}={value:?}: {e}"))),
+        _ => Ok(None),
+    }
+}
+
+/// The number of cores this process may use.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}

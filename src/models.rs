@@ -1,0 +1,360 @@
+//! The three embedded models: their manifests, their engines, and which one serves tags.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use include_dir::{include_dir, Dir};
+use serde::{Deserialize, Serialize};
+
+use crate::digits::PlattParameters;
+use crate::engine::{Engine, TractEngine};
+use crate::error::{Error, Result};
+use crate::preprocess::ImagePreprocess;
+
+/// `models/` as it was when the binary was built: ONNX files, manifests, labels.
+pub static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/models");
+
+/// The models every surface (routes, `tagger score --model`) accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelName {
+    /// torchvision ResNet18 (official ImageNet weights, or the seeded stand-in).
+    Resnet18,
+    /// EfficientNet-Lite0 with real ImageNet weights.
+    EfficientnetLite0,
+    /// The scikit-learn digits SVC.
+    Digits,
+}
+
+impl ModelName {
+    /// Every model, in the order they are listed.
+    pub const ALL: [ModelName; 3] = [
+        ModelName::Resnet18,
+        ModelName::EfficientnetLite0,
+        ModelName::Digits,
+    ];
+
+    /// The name used in URLs, flags and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelName::Resnet18 => "resnet18",
+            ModelName::EfficientnetLite0 => "efficientnet_lite0",
+            ModelName::Digits => "digits",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ModelName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        ModelName::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| Error::UnknownModel(s.to_string()))
+    }
+}
+
+/// What a model answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Task {
+    /// Ranked ImageNet-1k categories for a photo.
+    #[serde(rename = "imagenet-tags")]
+    ImagenetTags,
+    /// The digit 0..9 in a picture of a hand-drawn digit.
+    #[serde(rename = "digits")]
+    Digits,
+}
+
+/// Whether a model's weights are the real, published ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Weights {
+    /// Published, trained weights: the answers mean something.
+    Official,
+    /// Seeded random weights with the official graph: the answers mean nothing.
+    StandIn,
+}
+
+/// An input or output of the ONNX graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    /// The graph's name for it.
+    pub name: String,
+    /// Its shape; `"N"` is the batch dimension.
+    pub shape: Vec<serde_json::Value>,
+}
+
+/// Where the ONNX file is and what it looks like.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnnxInfo {
+    /// File name inside the model's folder.
+    pub file: String,
+    /// sha256 of the file, checked by the test suite against the embedded bytes.
+    pub sha256: String,
+    /// ONNX opset.
+    pub opset: u32,
+    /// The graph input.
+    pub input: TensorSpec,
+    /// The graph output.
+    pub output: TensorSpec,
+}
+
+/// The digits model's scikit-learn parameters needed at inference time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SvcInfo {
+    /// Platt scaling per one-vs-one pair.
+    #[serde(flatten)]
+    pub platt: PlattParameters,
+}
+
+/// `models/<name>/model.json`: provenance, contract and verification of one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The model's name.
+    pub name: ModelName,
+    /// What it answers.
+    pub task: Task,
+    /// One sentence for API users.
+    pub description: String,
+    /// Official or stand-in.
+    pub weights: Weights,
+    /// Where architecture and weights come from.
+    pub source: String,
+    /// Licence of the weights.
+    pub license: String,
+    /// Python packages (and versions) that produced the file.
+    #[serde(default)]
+    pub packages: BTreeMap<String, String>,
+    /// The weight file the export read, with its sha256.
+    #[serde(default)]
+    pub weights_file: Option<serde_json::Value>,
+    /// The ONNX file.
+    pub onnx: OnnxInfo,
+    /// Preprocessing parameters (see [`ImagePreprocess`] for image models).
+    pub preprocess: serde_json::Value,
+    /// Label file for image models.
+    #[serde(default)]
+    pub labels: Option<String>,
+    /// What the export script verified, and its figures.
+    #[serde(default)]
+    pub verification: serde_json::Value,
+    /// SVC parameters (digits only).
+    #[serde(default)]
+    pub svc: Option<SvcInfo>,
+    /// The command that wrote this model.
+    #[serde(default)]
+    pub generated_by: Option<String>,
+}
+
+/// What a loaded model needs beyond its engine, by task.
+#[derive(Clone)]
+pub enum Head {
+    /// An ImageNet classifier.
+    Tags {
+        /// Resize, crop and normalisation.
+        preprocess: ImagePreprocess,
+        /// Category names by class id.
+        labels: Arc<[String]>,
+    },
+    /// The digits SVC.
+    Digits {
+        /// Platt scaling parameters.
+        platt: PlattParameters,
+    },
+}
+
+/// A model ready to answer requests.
+pub struct Model {
+    /// Its manifest, as embedded.
+    pub manifest: Manifest,
+    /// Task-specific parameters.
+    pub head: Head,
+    /// The inference engine.
+    pub engine: Box<dyn Engine>,
+}
+
+impl Model {
+    /// The model's name.
+    pub fn name(&self) -> ModelName {
+        self.manifest.name
+    }
+
+    /// The input shape for one sample, batch included.
+    pub fn input_shape(&self) -> Vec<usize> {
+        self.head.input_shape()
+    }
+}
+
+impl Head {
+    /// The engine's input shape for one sample, batch included.
+    pub fn input_shape(&self) -> Vec<usize> {
+        match self {
+            Head::Tags { preprocess, .. } => vec![1, 3, preprocess.crop, preprocess.crop],
+            Head::Digits { .. } => vec![1, 64],
+        }
+    }
+}
+
+/// Reads a file embedded under `models/`.
+pub fn embedded_file(path: &str) -> Result<&'static [u8]> {
+    EMBEDDED
+        .get_file(path)
+        .map(|f| f.contents())
+        .ok_or_else(|| Error::Internal(format!("models/{path} is not embedded in this binary")))
+}
+
+/// Reads and parses `models/<name>/model.json`.
+pub fn embedded_manifest(name: ModelName) -> Result<Manifest> {
+    let bytes = embedded_file(&format!("{name}/model.json"))?;
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Internal(format!("models/{name}/model.json: {e}")))
+}
+
+/// Builds the task-specific head of a model from its manifest and the embedded labels.
+pub fn head_for(manifest: &Manifest) -> Result<Head> {
+    let name = manifest.name;
+    match manifest.task {
+        Task::ImagenetTags => {
+            let preprocess: ImagePreprocess =
+                serde_json::from_value(manifest.preprocess.clone())
+                    .map_err(|e| Error::Internal(format!("{name}: preprocess: {e}")))?;
+            let file = manifest.labels.as_deref().unwrap_or("labels.txt");
+            let text = std::str::from_utf8(embedded_file(file)?)
+                .map_err(|e| Error::Internal(format!("{file}: {e}")))?;
+            let labels: Arc<[String]> = text.lines().map(str::to_string).collect();
+            Ok(Head::Tags { preprocess, labels })
+        }
+        Task::Digits => {
+            let svc = manifest
+                .svc
+                .clone()
+                .ok_or_else(|| Error::Internal(format!("{name}: no svc section")))?;
+            Ok(Head::Digits { platt: svc.platt })
+        }
+    }
+}
+
+/// How to load the embedded models.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Cores one inference may use (tract intra-op threads); 1 runs on the caller's thread.
+    pub threads_per_inference: usize,
+    /// Which model serves `/v1/tags` by default; `None` picks the best real model.
+    pub tags_model: Option<ModelName>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            threads_per_inference: 1,
+            tags_model: None,
+        }
+    }
+}
+
+/// All models of the binary, loaded, plus the default tagging model.
+pub struct Models {
+    models: Vec<Model>,
+    default_tags: ModelName,
+}
+
+impl Models {
+    /// Loads and optimises every embedded model (in parallel: start-up time is what a
+    /// Kubernetes readiness probe waits for).
+    pub fn load_embedded(options: &LoadOptions) -> Result<Models> {
+        let threads = options.threads_per_inference.max(1);
+        let models: Vec<Result<Model>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ModelName::ALL
+                .into_iter()
+                .map(|name| scope.spawn(move || load_one(name, threads)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Internal("model loader panicked".into())))
+                })
+                .collect()
+        });
+        Models::new(
+            models.into_iter().collect::<Result<_>>()?,
+            options.tags_model,
+        )
+    }
+
+    /// Assembles models (real or fake) and settles the default tagging model: the requested
+    /// one, else ResNet18 when it has official weights, else EfficientNet-Lite0.
+    pub fn new(models: Vec<Model>, tags_model: Option<ModelName>) -> Result<Models> {
+        let is_tagger = |name: ModelName| {
+            models
+                .iter()
+                .any(|m| m.name() == name && m.manifest.task == Task::ImagenetTags)
+        };
+        let default_tags = match tags_model {
+            Some(name) if is_tagger(name) => name,
+            Some(name) => {
+                return Err(Error::bad_parameter(
+                    "tags-model",
+                    format!("`{name}` is not an embedded ImageNet model"),
+                ))
+            }
+            None => {
+                let official = |name| {
+                    models.iter().any(|m: &Model| {
+                        m.name() == name && m.manifest.weights == Weights::Official
+                    })
+                };
+                [ModelName::Resnet18, ModelName::EfficientnetLite0]
+                    .into_iter()
+                    .find(|&name| is_tagger(name) && official(name))
+                    .or_else(|| {
+                        models
+                            .iter()
+                            .find(|m| m.manifest.task == Task::ImagenetTags)
+                            .map(Model::name)
+                    })
+                    .ok_or_else(|| Error::Internal("no ImageNet model is loaded".into()))?
+            }
+        };
+        Ok(Models {
+            models,
+            default_tags,
+        })
+    }
+
+    /// The model of that name.
+    pub fn get(&self, name: ModelName) -> Result<&Model> {
+        self.models
+            .iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| Error::UnknownModel(name.to_string()))
+    }
+
+    /// Every loaded model.
+    pub fn all(&self) -> &[Model] {
+        &self.models
+    }
+
+    /// The model that answers `/v1/tags` when the request names none.
+    pub fn default_tags(&self) -> ModelName {
+        self.default_tags
+    }
+}
+
+fn load_one(name: ModelName, threads: usize) -> Result<Model> {
+    let manifest = embedded_manifest(name)?;
+    let head = head_for(&manifest)?;
+    let onnx = embedded_file(&format!("{name}/{}", manifest.onnx.file))?;
+    let engine = TractEngine::load(onnx, &head.input_shape(), threads)?;
+    Ok(Model {
+        manifest,
+        head,
+        engine: Box::new(engine),
+    })
+}
