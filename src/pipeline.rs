@@ -204,9 +204,24 @@ pub fn classify(
 fn warn_if_stand_in(model: &Model) -> Option<String> {
     (model.manifest.weights == Weights::StandIn).then(|| {
         let warning = stand_in_warning(model.name());
-        log::warn!("{warning}");
+        log_stand_in_once(model.name(), &warning);
         warning
     })
+}
+
+/// Logs `warning` (a model's stand-in warning) at most once per process and model, so a batch
+/// of a million files or a busy server does not repeat it per answer; every answer still
+/// carries it. Returns whether this call logged it.
+pub fn log_stand_in_once(model: ModelName, warning: &str) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static LOGGED: [AtomicBool; ModelName::ALL.len()] =
+        [const { AtomicBool::new(false) }; ModelName::ALL.len()];
+    let index = ModelName::ALL.iter().position(|&m| m == model).unwrap_or(0);
+    let first = !LOGGED[index].swap(true, Ordering::Relaxed);
+    if first {
+        log::warn!("{warning}");
+    }
+    first
 }
 
 /// Reads the hand-drawn digit in a picture.
