@@ -1,8 +1,223 @@
-//! `tagger bench`: per-stage timings.
+//! `tagger bench`: per-stage medians for every model, on a 451x300 photo and a 12 MP one, and
+//! the time to load and optimise each model. Figures, not pass/fail: the README quotes them.
 
-use crate::cli::{BenchArgs, CliError};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::cli::{BenchArgs, CliError, EXIT_OK};
+use crate::digits::{self, DigitMode};
+use crate::engine::{Engine, TractEngine};
+use crate::image_io::{decode, DecodeMode, DecodeOptions, RgbImage};
+use crate::models::{embedded_file, embedded_manifest, head_for, Head, ModelName};
+use crate::resample::{resize, Filter};
+
+/// The 451x300 photo every figure in the README uses (scikit-image's `chelsea`).
+const CAT_JPEG: &[u8] = include_bytes!("../examples/images/cat.jpg");
+/// A hand-drawn digit from the evaluation set.
+const DIGIT_PNG: &[u8] = include_bytes!("../examples/images/digit.png");
+
+/// One measured figure.
+#[derive(Debug, Serialize)]
+pub struct Figure {
+    /// What was timed.
+    pub what: String,
+    /// Median milliseconds.
+    pub median_ms: f64,
+    /// Fastest run.
+    pub min_ms: f64,
+    /// Slowest run.
+    pub max_ms: f64,
+    /// Runs.
+    pub runs: usize,
+}
+
+fn time(what: impl Into<String>, runs: usize, mut f: impl FnMut()) -> Figure {
+    f(); // warm-up: first-touch allocations, lazy initialisation
+    let mut samples: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    Figure {
+        what: what.into(),
+        median_ms: samples[samples.len() / 2],
+        min_ms: samples[0],
+        max_ms: samples[samples.len() - 1],
+        runs: samples.len(),
+    }
+}
+
+/// A 4000x3000 JPEG (q90) made from the cat photo: stands in for a phone photo.
+fn phone_photo() -> Result<Vec<u8>, CliError> {
+    let cat = decode(CAT_JPEG, &DecodeOptions::default())?.rgb;
+    let big = resize(&cat, 4000, 3000, Filter::Bilinear);
+    let image = turbojpeg::Image {
+        pixels: &big.data[..],
+        width: big.width,
+        pitch: big.width * 3,
+        height: big.height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    turbojpeg::compress(image, 90, turbojpeg::Subsamp::Sub2x2)
+        .map(|buf| buf.to_vec())
+        .map_err(|e| CliError::Failure(format!("encoding the 12 MP test photo: {e}")))
+}
+
+fn failure(e: crate::Error) -> CliError {
+    CliError::Failure(e.to_string())
+}
 
 /// Runs the benchmark and prints the figures.
-pub fn run(_args: BenchArgs) -> Result<i32, CliError> {
-    Err(CliError::Failure("bench is not implemented yet".into()))
+pub fn run(args: BenchArgs) -> Result<i32, CliError> {
+    let runs = args.runs;
+    let mut photos = vec![
+        ("451x300".to_string(), CAT_JPEG.to_vec()),
+        ("12MP".to_string(), phone_photo()?),
+    ];
+    if let Some(path) = &args.image {
+        let bytes = std::fs::read(path).map_err(|e| CliError::Failure(format!("{path}: {e}")))?;
+        photos.push((path.clone(), bytes));
+    }
+    let mut figures = Vec::new();
+
+    for name in ModelName::ALL {
+        let manifest = embedded_manifest(name).map_err(failure)?;
+        let onnx = embedded_file(&format!("{name}/{}", manifest.onnx.file)).map_err(failure)?;
+        let head = head_for(&manifest).map_err(failure)?;
+        let shape = head.input_shape();
+        let start = Instant::now();
+        let engine = TractEngine::load(onnx, &shape, 1).map_err(failure)?;
+        figures.push(Figure {
+            what: format!("{name}: load + optimise"),
+            median_ms: start.elapsed().as_secs_f64() * 1e3,
+            min_ms: f64::NAN,
+            max_ms: f64::NAN,
+            runs: 1,
+        });
+
+        match &head {
+            Head::Tags { preprocess, .. } => {
+                for (label, bytes) in &photos {
+                    for mode in [DecodeMode::Exact, DecodeMode::Fast] {
+                        let options = DecodeOptions {
+                            mode,
+                            ..Default::default()
+                        };
+                        let rgb = decode(bytes, &options).map_err(failure)?.rgb;
+                        if name == ModelName::Resnet18 {
+                            // Decoding does not depend on the model: time it once.
+                            figures.push(time(
+                                format!("decode {label} {}", mode.name()),
+                                runs,
+                                || {
+                                    decode(bytes, &options).unwrap();
+                                },
+                            ));
+                        }
+                        figures.push(time(
+                            format!("{name}: preprocess {label} {}", mode.name()),
+                            runs,
+                            || {
+                                preprocess.tensor(&rgb);
+                            },
+                        ));
+                    }
+                }
+                let tensor = preprocess.tensor(
+                    &decode(CAT_JPEG, &DecodeOptions::default())
+                        .map_err(failure)?
+                        .rgb,
+                );
+                figures.push(time(
+                    format!("{name}: inference batch 1, 1 thread"),
+                    runs,
+                    || {
+                        engine.run(&shape, tensor.clone()).unwrap();
+                    },
+                ));
+                let two = TractEngine::load(onnx, &shape, 2).map_err(failure)?;
+                figures.push(time(
+                    format!("{name}: inference batch 1, 2 threads"),
+                    runs,
+                    || {
+                        two.run(&shape, tensor.clone()).unwrap();
+                    },
+                ));
+                if name == ModelName::Resnet18 {
+                    let batch_shape = [8, shape[1], shape[2], shape[3]];
+                    let eight = TractEngine::load(onnx, &batch_shape, 1).map_err(failure)?;
+                    let batch: Vec<f32> = tensor
+                        .iter()
+                        .copied()
+                        .cycle()
+                        .take(tensor.len() * 8)
+                        .collect();
+                    let mut figure = time(
+                        format!("{name}: inference batch 8, 1 thread, per image"),
+                        runs.div_ceil(4),
+                        || {
+                            eight.run(&batch_shape, batch.clone()).unwrap();
+                        },
+                    );
+                    for v in [
+                        &mut figure.median_ms,
+                        &mut figure.min_ms,
+                        &mut figure.max_ms,
+                    ] {
+                        *v /= 8.0;
+                    }
+                    figures.push(figure);
+                }
+            }
+            Head::Digits { platt } => {
+                let rgb: RgbImage = decode(DIGIT_PNG, &DecodeOptions::default())
+                    .map_err(failure)?
+                    .rgb;
+                for mode in [DigitMode::Default, DigitMode::Plain] {
+                    figures.push(time(
+                        format!(
+                            "digits: decode + preprocess ({}) + inference + probabilities",
+                            mode.name()
+                        ),
+                        runs,
+                        || {
+                            let rgb = decode(DIGIT_PNG, &DecodeOptions::default()).unwrap().rgb;
+                            let decision = engine
+                                .run(&shape, digits::features(&rgb, mode).to_vec())
+                                .unwrap();
+                            digits::probabilities(&decision, platt);
+                        },
+                    ));
+                }
+                figures.push(time("digits: inference only", runs, || {
+                    engine
+                        .run(&shape, digits::features(&rgb, DigitMode::Plain).to_vec())
+                        .unwrap();
+                }));
+            }
+        }
+    }
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&figures).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "{:<64} {:>10} {:>10} {:>10}",
+            "stage", "median ms", "min ms", "max ms"
+        );
+        for f in &figures {
+            println!(
+                "{:<64} {:>10.2} {:>10.2} {:>10.2}",
+                f.what, f.median_ms, f.min_ms, f.max_ms
+            );
+        }
+    }
+    Ok(EXIT_OK)
 }

@@ -1,8 +1,61 @@
-//! `tagger models`: what the binary carries.
+//! `tagger models`: what the binary carries, which weights each model has, and which model
+//! serves tags.
 
-use crate::cli::{CliError, ModelsArgs};
+use crate::cli::{optional_setting, CliError, ModelsArgs, EXIT_OK};
+use crate::models::{embedded_manifest, ModelName, Task, Weights};
 
-/// Prints the embedded models.
-pub fn models_command(_args: ModelsArgs) -> Result<i32, CliError> {
-    Err(CliError::Failure("models is not implemented yet".into()))
+/// Prints the embedded models without loading them into the engine.
+pub fn models_command(args: ModelsArgs) -> Result<i32, CliError> {
+    let tags_model = optional_setting(args.tags_model, "TAGGER_TAGS_MODEL")?;
+    let manifests = ModelName::ALL
+        .into_iter()
+        .map(embedded_manifest)
+        .collect::<Result<Vec<_>, _>>()?;
+    let official = |name| {
+        manifests
+            .iter()
+            .any(|m| m.name == name && m.weights == Weights::Official)
+    };
+    let default_tags = tags_model.unwrap_or(if official(ModelName::Resnet18) {
+        ModelName::Resnet18
+    } else {
+        ModelName::EfficientnetLite0
+    });
+    if args.json {
+        let body = serde_json::json!({ "default_tags_model": default_tags, "models": manifests });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        );
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "{:<20} {:<14} {:<10} {:<18} source",
+        "model", "task", "weights", "onnx sha256"
+    );
+    for m in &manifests {
+        let task = match m.task {
+            Task::ImagenetTags => "imagenet-tags",
+            Task::Digits => "digits",
+        };
+        let weights = match m.weights {
+            Weights::Official => "official",
+            Weights::StandIn => "STAND-IN",
+        };
+        println!(
+            "{:<20} {:<14} {:<10} {:<18} {}",
+            m.name.name(),
+            task,
+            weights,
+            &m.onnx.sha256[..16],
+            m.source
+        );
+    }
+    println!("\ndefault tagging model: {default_tags}");
+    if manifests.iter().any(|m| m.weights == Weights::StandIn) {
+        println!(
+            "stand-in weights are seeded random: their tags mean nothing (README, \"Models\")."
+        );
+    }
+    Ok(EXIT_OK)
 }

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Every route of tagger, with curl. Each example is a function; tests/examples.rs runs them all
+# against a live server, so none of them can rot.
+#   examples/curl.sh              run every example
+#   examples/curl.sh tags_raw     run one
+#   examples/curl.sh --list       list them
+# TAGGER_URL (default http://127.0.0.1:8080) says where the server is.
+set -euo pipefail
+URL=${TAGGER_URL:-http://127.0.0.1:8080}
+IMAGES=$(cd "$(dirname "$0")/images" && pwd)
+
+# Tags for a photo sent as the raw body (the default model: efficientnet_lite0).
+tags_raw() {
+    curl -sS --fail-with-body -H 'Content-Type: image/jpeg' --data-binary @"$IMAGES/cat.jpg" "$URL/v1/tags"
+}
+
+# The same photo as multipart/form-data (file field `image`), three tags of at least 10%.
+tags_multipart() {
+    curl -sS --fail-with-body -F image=@"$IMAGES/cat.jpg" "$URL/v1/tags?top_k=3&min_confidence=0.1"
+}
+
+# Another model, and fast (reduced-DCT) JPEG decoding.
+tags_resnet18_fast() {
+    curl -sS --fail-with-body -H 'Content-Type: application/octet-stream' --data-binary @"$IMAGES/cat.jpg" \
+        "$URL/v1/tags?model=resnet18&decode=fast"
+}
+
+# Read a hand-drawn digit (preprocess=default finds the ink; plain shrinks the whole picture).
+digits_raw() {
+    curl -sS --fail-with-body -H 'Content-Type: image/png' --data-binary @"$IMAGES/digit.png" "$URL/v1/digits"
+}
+
+digits_multipart_plain() {
+    curl -sS --fail-with-body -F image=@"$IMAGES/digit.png" "$URL/v1/digits?preprocess=plain"
+}
+
+# The generic route: any model by name.
+predict_generic() {
+    curl -sS --fail-with-body -H 'Content-Type: image/jpeg' --data-binary @"$IMAGES/cat.jpg" \
+        "$URL/v1/models/efficientnet_lite0/predict?top_k=2"
+}
+
+# What each model does, its weights (official or stand-in) and provenance.
+models_list() {
+    curl -sS --fail-with-body "$URL/v1/models"
+}
+
+models_one() {
+    curl -sS --fail-with-body "$URL/v1/models/digits"
+}
+
+# Probes and monitoring.
+healthz() {
+    curl -sS --fail-with-body "$URL/healthz"
+}
+
+readyz() {
+    curl -sS --fail-with-body "$URL/readyz"
+}
+
+metrics() {
+    curl -sS --fail-with-body "$URL/metrics" | grep -E '^tagger_requests_total' | head -5
+}
+
+openapi() {
+    curl -sS --fail-with-body "$URL/openapi.json" | head -c 200; echo
+}
+
+# An error: the body is not an image. Errors are JSON with a stable code (HTTP 415 here).
+error_not_an_image() {
+    curl -sS -w '\nHTTP %{http_code}\n' -H 'Content-Type: image/jpeg' --data-binary 'hello' "$URL/v1/tags"
+}
+
+# An error: a bad query value (HTTP 400 names the parameter).
+error_bad_parameter() {
+    curl -sS -w '\nHTTP %{http_code}\n' -H 'Content-Type: image/jpeg' --data-binary @"$IMAGES/cat.jpg" "$URL/v1/tags?top_k=9"
+}
+
+EXAMPLES=(tags_raw tags_multipart tags_resnet18_fast digits_raw digits_multipart_plain predict_generic
+          models_list models_one healthz readyz metrics openapi error_not_an_image error_bad_parameter)
+
+if [[ ${1:-} == --list ]]; then
+    printf '%s\n' "${EXAMPLES[@]}"
+elif [[ $# -gt 0 ]]; then
+    "$1"
+else
+    for example in "${EXAMPLES[@]}"; do
+        echo "== $example"
+        "$example"
+        echo
+    done
+fi
