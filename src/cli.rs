@@ -71,13 +71,16 @@ pub struct ServeArgs {
     /// largest image in pixels, checked before decoding [env TAGGER_MAX_PIXELS, default 50000000]
     #[argh(option)]
     pub max_pixels: Option<u64>,
-    /// seconds to receive a request [env TAGGER_READ_TIMEOUT_SECS, default 30]
+    /// seconds a client may stay silent while sending a request, also the idle keep-alive
+    /// limit; 0: none [env TAGGER_READ_TIMEOUT_SECS, default 30]
     #[argh(option)]
     pub read_timeout_secs: Option<u64>,
-    /// seconds to send a response [env TAGGER_WRITE_TIMEOUT_SECS, default 30]
+    /// seconds a write of the response may block; 0: none [env TAGGER_WRITE_TIMEOUT_SECS,
+    /// default 30]
     #[argh(option)]
     pub write_timeout_secs: Option<u64>,
-    /// seconds in-flight requests get after SIGTERM [env TAGGER_DRAIN_SECS, default 25]
+    /// seconds admitted requests get to finish after SIGTERM/SIGINT (a second signal exits
+    /// at once) [env TAGGER_DRAIN_SECS, default 25]
     #[argh(option)]
     pub drain_secs: Option<u64>,
     /// model for /v1/tags without ?model= [env TAGGER_TAGS_MODEL, default: best real model]
@@ -90,11 +93,16 @@ pub struct ServeArgs {
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "score")]
-/// Score photos and folders; results stream to stdout (or --output) as they finish.
+/// Score photos and folders; one record per file streams to stdout (or --output) in input
+/// order. Folders are walked recursively in byte order of names; images are recognised by
+/// content (files named *.jpg etc. that are not images are reported, other non-images skipped);
+/// symlink loops and unreadable files are reported, never fatal. A summary goes to stderr, and
+/// a progress bar when stderr is a terminal.
 ///
-/// Exit codes: 0 every file scored; 1 some files failed (each is reported); 2 usage error.
+/// Exit codes: 0 every file scored; 1 some files failed (each has an error record); 2 usage
+/// error. A closed stdout (| head) exits 0.
 pub struct ScoreArgs {
-    /// files or folders to score (folders are walked recursively, in sorted order)
+    /// files or folders to score
     #[argh(positional)]
     pub paths: Vec<String>,
     /// resnet18, efficientnet_lite0 or digits [env TAGGER_MODEL, default: the tagging model]
@@ -108,17 +116,19 @@ pub struct ScoreArgs {
     pub min_confidence: Option<f64>,
     /// jsonl, csv or table [env TAGGER_FORMAT, default jsonl]
     #[argh(option)]
-    pub format: Option<String>,
-    /// images processed at once [env TAGGER_JOBS, default: number of cores]
+    pub format: Option<crate::score::OutputFormat>,
+    /// images processed at once, one core each [env TAGGER_JOBS, default: number of cores]
     #[argh(option)]
     pub jobs: Option<usize>,
-    /// write results to this file instead of stdout
+    /// write results to this file (complete files only: written aside, then renamed)
+    /// [env TAGGER_OUTPUT, default: stdout]
     #[argh(option)]
     pub output: Option<String>,
-    /// score only shard I of N (0-based, e.g. 0/4) [env TAGGER_SHARD]
+    /// score only shard I of N, 0-based, e.g. 0/4; split by a hash of each path relative to
+    /// its argument, the same on every machine [env TAGGER_SHARD, default 0/1]
     #[argh(option)]
-    pub shard: Option<String>,
-    /// do not descend into sub-folders
+    pub shard: Option<crate::score::Shard>,
+    /// do not descend into sub-folders [env TAGGER_NO_RECURSIVE=1]
     #[argh(switch)]
     pub no_recursive: bool,
     /// JPEG decoding, exact or fast [env TAGGER_DECODE, default exact]
@@ -136,15 +146,16 @@ pub struct ScoreArgs {
 #[argh(subcommand, name = "healthcheck")]
 /// Exit 0 if the server at --addr answers 200 on /readyz, 1 otherwise (for HEALTHCHECK).
 pub struct HealthcheckArgs {
-    /// server address [env TAGGER_ADDR, default 127.0.0.1:8080]
+    /// server address; 0.0.0.0 and [::] probe the loopback [env TAGGER_ADDR, default
+    /// 127.0.0.1:8080]
     #[argh(option)]
     pub addr: Option<String>,
-    /// path to probe [default /readyz]
-    #[argh(option, default = "String::from(\"/readyz\")")]
-    pub path: String,
-    /// seconds before giving up [default 3]
-    #[argh(option, default = "3")]
-    pub timeout_secs: u64,
+    /// path to probe [env TAGGER_HEALTHCHECK_PATH, default /readyz]
+    #[argh(option)]
+    pub path: Option<String>,
+    /// seconds before giving up [env TAGGER_HEALTHCHECK_TIMEOUT_SECS, default 3]
+    #[argh(option)]
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(FromArgs, Debug)]
