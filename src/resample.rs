@@ -134,15 +134,19 @@ pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Filter) -> 
 fn horizontal_pass(image: &RgbImage, taps: &[Taps], first_row: usize, last_row: usize) -> RgbImage {
     let out_width = taps.len();
     let mut data = Vec::with_capacity(out_width * (last_row - first_row) * 3);
-    for y in first_row..last_row {
-        let row = &image.data[y * image.width * 3..(y + 1) * image.width * 3];
+    for row in image
+        .data
+        .chunks_exact(image.width * 3)
+        .take(last_row)
+        .skip(first_row)
+    {
         for tap in taps {
+            let pixels = row[tap.start * 3..].chunks_exact(3);
             let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
-            for (i, &w) in tap.weights.iter().enumerate() {
-                let px = &row[(tap.start + i) * 3..(tap.start + i) * 3 + 3];
-                for c in 0..3 {
-                    acc[c] += i32::from(px[c]) * w;
-                }
+            for (px, &w) in pixels.zip(&tap.weights) {
+                acc[0] += i32::from(px[0]) * w;
+                acc[1] += i32::from(px[1]) * w;
+                acc[2] += i32::from(px[2]) * w;
             }
             data.extend(acc.map(clip8));
         }
@@ -162,15 +166,17 @@ fn vertical_pass(
 ) -> RgbImage {
     let stride = image.width * 3;
     let mut data = Vec::with_capacity(stride * out_height);
+    // Whole rows at a time: the inner loop runs over contiguous bytes and vectorises.
+    let mut acc = vec![0i32; stride];
     for tap in taps {
-        let start = tap.start - row_offset;
-        for x in 0..stride {
-            let mut acc = 1i32 << (PRECISION_BITS - 1);
-            for (i, &w) in tap.weights.iter().enumerate() {
-                acc += i32::from(image.data[(start + i) * stride + x]) * w;
+        acc.fill(1 << (PRECISION_BITS - 1));
+        let rows = image.data[(tap.start - row_offset) * stride..].chunks_exact(stride);
+        for (row, &w) in rows.zip(&tap.weights) {
+            for (a, &p) in acc.iter_mut().zip(row) {
+                *a += i32::from(p) * w;
             }
-            data.push(clip8(acc));
         }
+        data.extend(acc.iter().map(|&a| clip8(a)));
     }
     RgbImage {
         width: image.width,
