@@ -6,6 +6,7 @@
 # the host and hand its folder in as the `build` stage, so nothing is pulled:
 #   RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu
 #   mkdir -p /tmp/tagger-build && cp target/x86_64-unknown-linux-gnu/release/tagger /tmp/tagger-build/
+#   strip /tmp/tagger-build/tagger
 #   podman build --build-context build=/tmp/tagger-build -t tagger .
 
 # ---- builder: pinned official Rust image, fully static glibc binary ----
@@ -17,7 +18,8 @@ WORKDIR /src
 COPY . .
 RUN RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --target x86_64-unknown-linux-gnu \
- && cp target/x86_64-unknown-linux-gnu/release/tagger /tagger
+ && cp target/x86_64-unknown-linux-gnu/release/tagger /tagger \
+ && strip /tagger
 
 # ---- final: nothing but the binary (models are embedded in it) ----
 FROM scratch

@@ -58,12 +58,15 @@ readyz() {
     curl -sS --fail-with-body "$URL/readyz"
 }
 
+# Prometheus text; here only the request counters and the model info gauge.
 metrics() {
-    curl -sS --fail-with-body "$URL/metrics" | grep -E '^tagger_requests_total' | head -5
+    curl -sS --fail-with-body "$URL/metrics" | grep -E '^tagger_(requests_total|model_info)'
 }
 
+# The OpenAPI 3.1 document of every route (here: its version and paths).
 openapi() {
-    curl -sS --fail-with-body "$URL/openapi.json" | head -c 200; echo
+    curl -sS --fail-with-body "$URL/openapi.json" |
+        python3 -c 'import json, sys; d = json.load(sys.stdin); print("openapi", d["openapi"], *d["paths"])'
 }
 
 # An error: the body is not an image. Errors are JSON with a stable code (HTTP 415 here).

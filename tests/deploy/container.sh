@@ -22,7 +22,8 @@ cleanup() {
 }
 trap cleanup EXIT
 cp "$binary" "$context/tagger"
-"${podman[@]}" build --build-context build="$context" -t "$image" .
+strip "$context/tagger"   # as the Dockerfile's builder stage does
+"${podman[@]}" build --format docker --build-context build="$context" -t "$image" .
 size=$("${podman[@]}" image inspect "$image" --format '{{.Size}}')
 echo "image size: $size bytes ($((size / 1024 / 1024)) MiB); binary $(stat -c %s "$binary") bytes"
 user=$("${podman[@]}" image inspect "$image" --format '{{.Config.User}}')
