@@ -1,0 +1,181 @@
+//! Answers and errors as the client receives them.
+//!
+//! Every error body is `{"error": {"code": "...", "message": "..."}}`; library errors keep their
+//! own status and code ([`crate::Error::http_status`], [`crate::Error::code`]), and the few
+//! errors only HTTP can have (timeouts, bad multipart, models still loading) are added here.
+
+use std::io::Cursor;
+
+use serde::Serialize;
+use serde_json::json;
+use tiny_http::{Header, Response};
+
+use crate::models::ModelName;
+use crate::pipeline::Timing;
+
+/// A response about to be written.
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: Vec<u8>,
+    /// `Allow` (405).
+    pub(crate) allow: Option<&'static str>,
+    /// Send `Retry-After: 1` (503).
+    pub(crate) retry_after: bool,
+    /// Per-stage timings of an inference, for the metrics.
+    pub(crate) stages: Option<(ModelName, Timing)>,
+}
+
+impl Reply {
+    pub(crate) fn text(status: u16, content_type: &'static str, body: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            content_type,
+            body,
+            allow: None,
+            retry_after: false,
+            stages: None,
+        }
+    }
+
+    pub(crate) fn raw_json(status: u16, body: Vec<u8>) -> Reply {
+        Reply::text(status, "application/json", body)
+    }
+
+    pub(crate) fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Reply {
+        match serde_json::to_vec(value) {
+            Ok(body) => Reply::raw_json(status, body),
+            Err(e) => HttpError::internal(format!("serialising the answer: {e}")).into_reply(),
+        }
+    }
+
+    pub(crate) fn with_stages(mut self, model: ModelName, timing: Timing) -> Reply {
+        self.stages = Some((model, timing));
+        self
+    }
+
+    pub(crate) fn retry_after(mut self) -> Reply {
+        self.retry_after = true;
+        self
+    }
+
+    /// The tiny_http response: always `Content-Length` (never chunked), one buffer.
+    pub(crate) fn into_response(self, request_id: &str) -> Response<Cursor<Vec<u8>>> {
+        let (head, body) = self.into_head(request_id);
+        let length = body.len();
+        head.with_data(Cursor::new(body), Some(length))
+    }
+
+    /// The status and headers as a body-less response, and the body.
+    pub(crate) fn into_head(self, request_id: &str) -> (Response<std::io::Empty>, Vec<u8>) {
+        let header = |name: &str, value: &str| Header::from_bytes(name, value).ok();
+        let mut response = Response::empty(self.status).with_chunked_threshold(usize::MAX);
+        let headers = [
+            header("Content-Type", self.content_type),
+            header("X-Request-Id", request_id),
+            header("Server", concat!("tagger/", env!("CARGO_PKG_VERSION"))),
+            header("Cache-Control", "no-store"),
+            self.allow.and_then(|a| header("Allow", a)),
+            self.retry_after
+                .then(|| header("Retry-After", "1"))
+                .flatten(),
+        ];
+        for h in headers.into_iter().flatten() {
+            response.add_header(h);
+        }
+        (response, self.body)
+    }
+}
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpError {
+    pub(crate) status: u16,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) allow: Option<&'static str>,
+    pub(crate) retry_after: bool,
+}
+
+impl From<crate::Error> for HttpError {
+    fn from(e: crate::Error) -> HttpError {
+        let allow = match &e {
+            crate::Error::MethodNotAllowed(allow) => Some(*allow),
+            _ => None,
+        };
+        HttpError {
+            status: e.http_status(),
+            code: e.code(),
+            message: e.to_string(),
+            allow,
+            retry_after: matches!(e, crate::Error::QueueFull | crate::Error::Draining),
+        }
+    }
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl HttpError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> HttpError {
+        HttpError {
+            status,
+            code,
+            message: message.into(),
+            allow: None,
+            retry_after: false,
+        }
+    }
+
+    /// 503 while the models are still loading.
+    pub(crate) fn not_ready() -> HttpError {
+        HttpError {
+            retry_after: true,
+            ..HttpError::new(
+                503,
+                "not_ready",
+                "the models are still loading; retry in a moment (GET /readyz turns 200 when \
+                 ready)",
+            )
+        }
+    }
+
+    /// 500: a bug, never the client's input.
+    pub(crate) fn internal(message: impl Into<String>) -> HttpError {
+        HttpError::new(500, "internal_error", message)
+    }
+
+    /// 408: the client stopped sending the body.
+    pub(crate) fn request_timeout(got: usize) -> HttpError {
+        HttpError::new(
+            408,
+            "request_timeout",
+            format!(
+                "the request body stopped arriving (after {got} bytes); the server waits \
+                 --read-timeout-secs per read"
+            ),
+        )
+    }
+
+    /// 400: the body ended before its `Content-Length`, or the connection failed.
+    pub(crate) fn incomplete_body(message: impl Into<String>) -> HttpError {
+        HttpError::new(400, "incomplete_body", message)
+    }
+
+    /// 400: a multipart body we cannot use.
+    pub(crate) fn bad_multipart(message: impl Into<String>) -> HttpError {
+        HttpError::new(400, "bad_multipart", message)
+    }
+
+    pub(crate) fn into_reply(self) -> Reply {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        Reply {
+            allow: self.allow,
+            retry_after: self.retry_after,
+            ..Reply::json(self.status, &body)
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! The route table, routing, query parameters, and the handlers.
+//!
+//! [`ROUTES`] is the single list of what the server answers: the router matches against it
+//! and a test checks that `/openapi.json` documents exactly these paths, methods and query
+//! parameters.
+
+use std::str::FromStr;
+
+use serde_json::{json, Value};
+
+use super::body::{self, BodyKind};
+use super::reply::{HttpError, Reply};
+use super::{metrics, openapi, State};
+use crate::digits::DigitMode;
+use crate::error::Error;
+use crate::image_io::{DecodeMode, DecodeOptions};
+use crate::models::{Head, Model, ModelName, Models, Weights};
+use crate::pipeline::{self, ClassifyOptions, MAX_TOP_K};
+
+/// One route: its path template (`{name}` matches one segment), methods and query parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    /// Path template as written in the OpenAPI document.
+    pub path: &'static str,
+    /// Methods (GET routes also answer HEAD).
+    pub methods: &'static [&'static str],
+    /// Query parameters the route accepts; any other is a 400.
+    pub query: &'static [&'static str],
+}
+
+/// Query parameters of `POST /v1/tags`.
+const TAGS_QUERY: &[&str] = &["model", "top_k", "min_confidence", "decode"];
+/// Query parameters of `POST /v1/digits`.
+const DIGITS_QUERY: &[&str] = &["preprocess", "decode"];
+/// Query parameters of an ImageNet model's `predict`.
+const PREDICT_TAGS_QUERY: &[&str] = &["top_k", "min_confidence", "decode"];
+
+/// Every route the server answers.
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        path: "/v1/tags",
+        methods: &["POST"],
+        query: TAGS_QUERY,
+    },
+    RouteSpec {
+        path: "/v1/digits",
+        methods: &["POST"],
+        query: DIGITS_QUERY,
+    },
+    RouteSpec {
+        path: "/v1/models",
+        methods: &["GET"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/v1/models/{name}",
+        methods: &["GET"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/v1/models/{name}/predict",
+        methods: &["POST"],
+        query: &["top_k", "min_confidence", "decode", "preprocess"],
+    },
+    RouteSpec {
+        path: "/healthz",
+        methods: &["GET"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/readyz",
+        methods: &["GET"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/metrics",
+        methods: &["GET"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/openapi.json",
+        methods: &["GET"],
+        query: &[],
+    },
+];
+
+/// What a matched request asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Endpoint {
+    Tags,
+    Digits,
+    Models,
+    Model(String),
+    Predict(String),
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+}
+
+impl Endpoint {
+    /// Routes that run a model on a worker; the others are answered from the http pool.
+    pub(crate) fn is_inference(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Tags | Endpoint::Digits | Endpoint::Predict(_)
+        )
+    }
+}
+
+/// The method as a static string (for labels and logs).
+pub(crate) fn method_name(method: &tiny_http::Method) -> &'static str {
+    use tiny_http::Method::*;
+    match method {
+        Get => "GET",
+        Head => "HEAD",
+        Post => "POST",
+        Put => "PUT",
+        Delete => "DELETE",
+        Connect => "CONNECT",
+        Options => "OPTIONS",
+        Trace => "TRACE",
+        Patch => "PATCH",
+        NonStandard(_) => "OTHER",
+    }
+}
+
+/// Matches `path` against a template; `Some(capture)` on a match.
+fn matches(template: &str, path: &str) -> Option<Option<String>> {
+    let mut capture = None;
+    let mut t = template.split('/');
+    let mut p = path.split('/');
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return Some(capture),
+            (Some("{name}"), Some(segment)) if !segment.is_empty() => {
+                capture = Some(percent_decode(segment).ok()?);
+            }
+            (Some(a), Some(b)) if a == b => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Finds the route; 404 when no path matches, 405 (with `Allow`) when the method does not.
+/// The template comes back in both cases (`unmatched` for a 404), for the metrics.
+pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoint, HttpError>) {
+    for spec in ROUTES {
+        let Some(capture) = matches(spec.path, path) else {
+            continue;
+        };
+        let get = spec.methods.contains(&"GET");
+        let allowed = spec.methods.contains(&method) || (get && method == "HEAD");
+        if !allowed {
+            let allow = if get { "GET, HEAD" } else { "POST" };
+            return (spec.path, Err(Error::MethodNotAllowed(allow).into()));
+        }
+        let name = capture.unwrap_or_default();
+        let endpoint = match spec.path {
+            "/v1/tags" => Endpoint::Tags,
+            "/v1/digits" => Endpoint::Digits,
+            "/v1/models" => Endpoint::Models,
+            "/v1/models/{name}" => Endpoint::Model(name),
+            "/v1/models/{name}/predict" => Endpoint::Predict(name),
+            "/healthz" => Endpoint::Healthz,
+            "/readyz" => Endpoint::Readyz,
+            "/metrics" => Endpoint::Metrics,
+            "/openapi.json" => Endpoint::OpenApi,
+            other => unreachable!("route {other} has no endpoint"),
+        };
+        return (spec.path, Ok(endpoint));
+    }
+    ("unmatched", Err(Error::NotFound(path.to_string()).into()))
+}
+
+/// Decodes `%XX` escapes and `+` (as a space, query-string style).
+fn percent_decode(s: &str) -> Result<String, ()> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(())?;
+                let hex = std::str::from_utf8(hex).map_err(|_| ())?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| ())
+}
+
+/// A parsed query string.
+#[derive(Debug, Default)]
+pub(crate) struct Query(Vec<(String, String)>);
+
+impl Query {
+    /// Parses `a=1&b=2`; a repeated parameter or a bad escape is a 400.
+    pub(crate) fn parse(query: &str) -> Result<Query, Error> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = part.split_once('=').unwrap_or((part, ""));
+            let name = percent_decode(name)
+                .map_err(|_| Error::bad_parameter("query", "bad %-escape in a parameter name"))?;
+            let value = percent_decode(value)
+                .map_err(|_| Error::bad_parameter(&name, "bad %-escape in the value"))?;
+            if pairs.iter().any(|(n, _)| *n == name) {
+                return Err(Error::bad_parameter(&name, "given more than once"));
+            }
+            pairs.push((name, value));
+        }
+        Ok(Query(pairs))
+    }
+
+    /// Refuses parameters this route does not take (a typo would otherwise go unnoticed).
+    fn only(&self, allowed: &[&str], route: &str) -> Result<(), Error> {
+        match self.0.iter().find(|(n, _)| !allowed.contains(&n.as_str())) {
+            Some((name, _)) => Err(Error::bad_parameter(
+                name,
+                format!(
+                    "unknown parameter for {route}; it accepts {}",
+                    if allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        allowed.join(", ")
+                    }
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Parses a parameter with its type's `FromStr`, naming it in the error.
+    fn parse_value<T: FromStr>(&self, name: &str, what: &str) -> Result<Option<T>, Error> {
+        self.get(name)
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .map_err(|_| Error::bad_parameter(name, format!("`{v}` is not {what}")))
+            })
+            .transpose()
+    }
+}
+
+/// Inference work, settled before the body is read.
+#[derive(Debug)]
+pub(crate) enum Work {
+    Tags {
+        model: ModelName,
+        options: ClassifyOptions,
+    },
+    Digits {
+        mode: DigitMode,
+        decode: DecodeOptions,
+    },
+}
+
+/// An admitted inference request: what to run and how to read the body.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) work: Work,
+    pub(crate) body: BodyKind,
+}
+
+fn decode_options(state: &State, query: &Query) -> Result<DecodeOptions, Error> {
+    let mode = match query.get("decode") {
+        Some(v) => DecodeMode::from_str(v)?,
+        None => state.config.decode,
+    };
+    Ok(DecodeOptions {
+        mode,
+        max_pixels: state.config.max_pixels,
+    })
+}
+
+fn tags_work(state: &State, model: ModelName, query: &Query) -> Result<Work, Error> {
+    let options = ClassifyOptions {
+        top_k: query
+            .parse_value("top_k", &format!("an integer in 1..={MAX_TOP_K}"))?
+            .unwrap_or(MAX_TOP_K),
+        min_confidence: query
+            .parse_value("min_confidence", "a number in 0..=1")?
+            .unwrap_or(0.0),
+        decode: decode_options(state, query)?,
+    };
+    options.validate()?;
+    Ok(Work::Tags { model, options })
+}
+
+fn digits_work(state: &State, query: &Query) -> Result<Work, Error> {
+    let mode = match query.get("preprocess") {
+        Some(v) => DigitMode::from_str(v)?,
+        None => DigitMode::Default,
+    };
+    Ok(Work::Digits {
+        mode,
+        decode: decode_options(state, query)?,
+    })
+}
+
+/// Checks everything that can be checked before reading the body: readiness, query, model,
+/// media type, declared length. Runs on the dispatcher: no I/O.
+pub(crate) fn prepare(
+    state: &State,
+    endpoint: &Endpoint,
+    query: &str,
+    request: &tiny_http::Request,
+) -> Result<Job, HttpError> {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::Draining.into());
+    }
+    let models = state.models.get().ok_or_else(HttpError::not_ready)?;
+    let query = Query::parse(query)?;
+    let work = match endpoint {
+        Endpoint::Tags => {
+            query.only(TAGS_QUERY, "/v1/tags")?;
+            let model = match query.get("model") {
+                Some(name) => ModelName::from_str(name)?,
+                None => models.default_tags(),
+            };
+            match models.get(model)?.head {
+                Head::Tags { .. } => tags_work(state, model, &query)?,
+                Head::Digits { .. } => {
+                    return Err(Error::WrongTask {
+                        model: model.to_string(),
+                        needed: "an ImageNet model (for digits: POST /v1/digits)",
+                    }
+                    .into())
+                }
+            }
+        }
+        Endpoint::Digits => {
+            query.only(DIGITS_QUERY, "/v1/digits")?;
+            digits_work(state, &query)?
+        }
+        Endpoint::Predict(name) => {
+            let model = ModelName::from_str(name)?;
+            let route = format!("/v1/models/{model}/predict");
+            match models.get(model)?.head {
+                Head::Tags { .. } => {
+                    query.only(PREDICT_TAGS_QUERY, &route)?;
+                    tags_work(state, model, &query)?
+                }
+                Head::Digits { .. } => {
+                    query.only(DIGITS_QUERY, &route)?;
+                    digits_work(state, &query)?
+                }
+            }
+        }
+        other => unreachable!("{other:?} is not an inference route"),
+    };
+    let body = body::kind(request)?;
+    body::check_declared_length(request, state.config.max_body_bytes)?;
+    Ok(Job { work, body })
+}
+
+/// Runs the model (on a worker thread).
+pub(crate) fn infer(models: &Models, job: &Job, bytes: &[u8]) -> Result<Reply, HttpError> {
+    match &job.work {
+        Work::Tags { model, options } => {
+            let answer = pipeline::classify(models, *model, bytes, options)?;
+            Ok(Reply::json(200, &answer).with_stages(answer.model, answer.timing_ms))
+        }
+        Work::Digits { mode, decode } => {
+            let answer = pipeline::read_digit(models, bytes, *mode, decode)?;
+            Ok(Reply::json(200, &answer).with_stages(answer.model, answer.timing_ms))
+        }
+    }
+}
+
+/// Answers the cheap routes (no model run).
+pub(crate) fn cheap(state: &State, endpoint: &Endpoint, _query: &str) -> Result<Reply, HttpError> {
+    match endpoint {
+        Endpoint::Healthz => Ok(Reply::json(
+            200,
+            &json!({ "status": "alive", "uptime_s": state.started.elapsed().as_secs_f64() }),
+        )),
+        Endpoint::Readyz => {
+            let draining = state.draining.load(std::sync::atomic::Ordering::SeqCst);
+            let status = if draining {
+                "draining"
+            } else if state.models.get().is_none() {
+                "loading"
+            } else {
+                "ready"
+            };
+            let code = if state.ready() { 200 } else { 503 };
+            let reply = Reply::json(code, &json!({ "status": status }));
+            Ok(if code == 503 {
+                reply.retry_after()
+            } else {
+                reply
+            })
+        }
+        Endpoint::Metrics => Ok(Reply::text(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::render(state).into_bytes(),
+        )),
+        Endpoint::OpenApi => Ok(Reply::raw_json(200, openapi::document(state))),
+        Endpoint::Models => {
+            let models = state.models.get().ok_or_else(HttpError::not_ready)?;
+            let list: Vec<Value> = models.all().iter().map(|m| model_json(models, m)).collect();
+            Ok(Reply::json(
+                200,
+                &json!({ "default_tags_model": models.default_tags(), "models": list }),
+            ))
+        }
+        Endpoint::Model(name) => {
+            let models = state.models.get().ok_or_else(HttpError::not_ready)?;
+            let model = models.get(ModelName::from_str(name)?)?;
+            Ok(Reply::json(200, &model_json(models, model)))
+        }
+        other => unreachable!("{other:?} is an inference route"),
+    }
+}
+
+/// A model's manifest plus what an API user needs to call it.
+pub(crate) fn model_json(models: &Models, model: &Model) -> Value {
+    let name = model.name();
+    let mut value = serde_json::to_value(&model.manifest).unwrap_or_else(|_| json!({}));
+    let (label_count, routes) = match &model.head {
+        Head::Tags { labels, .. } => (
+            labels.len(),
+            vec![
+                format!("POST /v1/tags?model={name}"),
+                format!("POST /v1/models/{name}/predict"),
+            ],
+        ),
+        Head::Digits { .. } => (
+            crate::digits::CLASSES,
+            vec![
+                "POST /v1/digits".to_string(),
+                format!("POST /v1/models/{name}/predict"),
+            ],
+        ),
+    };
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "default_for_tags".into(),
+            json!(name == models.default_tags()),
+        );
+        map.insert("label_count".into(), json!(label_count));
+        map.insert("input_shape".into(), json!(model.input_shape()));
+        map.insert("routes".into(), json!(routes));
+        if model.manifest.weights == Weights::StandIn {
+            map.insert("warning".into(), json!(pipeline::stand_in_warning(name)));
+        }
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_matches_templates_and_refuses_the_rest() {
+        let (route, endpoint) = resolve("POST", "/v1/models/digits/predict");
+        assert_eq!(endpoint.unwrap(), Endpoint::Predict("digits".into()));
+        assert_eq!(route, "/v1/models/{name}/predict");
+        assert_eq!(resolve("HEAD", "/healthz").1.unwrap(), Endpoint::Healthz);
+        let (route, e) = resolve("GET", "/v1/tags");
+        let e = e.unwrap_err();
+        assert_eq!((route, e.status, e.allow), ("/v1/tags", 405, Some("POST")));
+        let e = resolve("DELETE", "/v1/models").1.unwrap_err();
+        assert_eq!((e.status, e.allow), (405, Some("GET, HEAD")));
+        for path in ["/v1/models/", "/nope", "/v1/tags/x", "/"] {
+            let (route, e) = resolve("GET", path);
+            assert_eq!((route, e.unwrap_err().status), ("unmatched", 404), "{path}");
+        }
+    }
+
+    #[test]
+    fn queries_are_decoded_and_checked() {
+        let q = Query::parse("model=resnet18&min_confidence=0%2E5&x=a+b").unwrap();
+        assert_eq!(q.get("min_confidence"), Some("0.5"));
+        assert_eq!(q.get("x"), Some("a b"));
+        let e = q.only(TAGS_QUERY, "/v1/tags").unwrap_err();
+        assert!(e.to_string().contains("`x`"), "{e}");
+        assert!(Query::parse("a=1&a=2").is_err());
+        assert!(Query::parse("a=%zz").is_err());
+        let q = Query::parse("top_k=abc").unwrap();
+        let e = q.parse_value::<usize>("top_k", "an integer").unwrap_err();
+        assert!(e.to_string().contains("top_k"), "{e}");
+    }
+}
