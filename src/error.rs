@@ -50,6 +50,17 @@ pub enum Error {
     },
     /// The request's content type is not one we accept for this route.
     UnsupportedMediaType(String),
+    /// The request body stopped arriving before the read timeout.
+    RequestTimeout {
+        /// Bytes received before the client went quiet.
+        received: usize,
+    },
+    /// The body ended before its `Content-Length`, or the connection failed while reading.
+    IncompleteBody(String),
+    /// A `multipart/form-data` body that cannot be parsed or has no file part.
+    BadMultipart(String),
+    /// The models are still loading; the client should retry shortly.
+    NotReady,
     /// Too many requests are queued; the client should retry later.
     QueueFull,
     /// The server is shutting down and takes no new work.
@@ -66,13 +77,15 @@ impl Error {
     pub fn http_status(&self) -> u16 {
         match self {
             Error::EmptyImage | Error::Undecodable(_) | Error::BadParameter { .. } => 400,
+            Error::IncompleteBody(_) | Error::BadMultipart(_) => 400,
+            Error::RequestTimeout { .. } => 408,
             Error::WrongTask { .. } => 400,
             Error::UnknownModel(_) | Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
             Error::PayloadTooLarge { .. } => 413,
             Error::UnsupportedFormat(_) | Error::UnsupportedMediaType(_) => 415,
             Error::ImageTooLarge { .. } => 422,
-            Error::QueueFull | Error::Draining => 503,
+            Error::NotReady | Error::QueueFull | Error::Draining => 503,
             Error::Internal(_) => 500,
         }
     }
@@ -91,10 +104,19 @@ impl Error {
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::RequestTimeout { .. } => "request_timeout",
+            Error::IncompleteBody(_) => "incomplete_body",
+            Error::BadMultipart(_) => "bad_multipart",
+            Error::NotReady => "not_ready",
             Error::QueueFull => "queue_full",
             Error::Draining => "shutting_down",
             Error::Internal(_) => "internal_error",
         }
+    }
+
+    /// Whether the client should be told to retry (`Retry-After`).
+    pub fn retry_later(&self) -> bool {
+        matches!(self, Error::NotReady | Error::QueueFull | Error::Draining)
     }
 
     /// Builds a [`Error::BadParameter`].
@@ -144,6 +166,17 @@ impl fmt::Display for Error {
                 f,
                 "unsupported Content-Type `{ct}`; send the image raw (image/* or \
                  application/octet-stream) or as multipart/form-data with a file field `image`"
+            ),
+            Error::RequestTimeout { received } => write!(
+                f,
+                "the request body stopped arriving (after {received} bytes); the server waits \
+                 --read-timeout-secs per read"
+            ),
+            Error::IncompleteBody(why) => write!(f, "incomplete request body: {why}"),
+            Error::BadMultipart(why) => write!(f, "bad multipart/form-data body: {why}"),
+            Error::NotReady => write!(
+                f,
+                "the models are still loading; retry in a moment (GET /readyz turns 200 when ready)"
             ),
             Error::QueueFull => write!(f, "the server is busy: the work queue is full"),
             Error::Draining => write!(f, "the server is shutting down"),

@@ -9,7 +9,6 @@ use std::io::{ErrorKind, Read};
 
 use bytes::Bytes;
 
-use super::reply::HttpError;
 use crate::error::Error;
 
 /// How the image travels in the body.
@@ -30,14 +29,14 @@ fn header<'r>(request: &'r tiny_http::Request, name: &'static str) -> Option<&'r
 }
 
 /// Decides raw versus multipart from `Content-Type`; anything else is a 415.
-pub(crate) fn kind(request: &tiny_http::Request) -> Result<BodyKind, HttpError> {
+pub(crate) fn kind(request: &tiny_http::Request) -> Result<BodyKind, Error> {
     let Some(content_type) = header(request, "Content-Type") else {
         return Ok(BodyKind::Raw);
     };
     kind_of(content_type)
 }
 
-fn kind_of(content_type: &str) -> Result<BodyKind, HttpError> {
+fn kind_of(content_type: &str) -> Result<BodyKind, Error> {
     let essence = content_type
         .split(';')
         .next()
@@ -50,16 +49,13 @@ fn kind_of(content_type: &str) -> Result<BodyKind, HttpError> {
     if essence == "multipart/form-data" {
         return multer::parse_boundary(content_type)
             .map(BodyKind::Multipart)
-            .map_err(|e| HttpError::bad_multipart(format!("Content-Type {content_type:?}: {e}")));
+            .map_err(|e| Error::BadMultipart(format!("Content-Type {content_type:?}: {e}")));
     }
     Err(Error::UnsupportedMediaType(content_type.to_string()).into())
 }
 
 /// 413 from `Content-Length` alone, before reading anything.
-pub(crate) fn check_declared_length(
-    request: &tiny_http::Request,
-    limit: u64,
-) -> Result<(), HttpError> {
+pub(crate) fn check_declared_length(request: &tiny_http::Request, limit: u64) -> Result<(), Error> {
     match request.body_length() {
         Some(length) if length as u64 > limit => Err(Error::PayloadTooLarge { limit }.into()),
         _ => Ok(()),
@@ -71,7 +67,7 @@ pub(crate) fn read_image(
     request: &mut tiny_http::Request,
     limit: u64,
     kind: &BodyKind,
-) -> Result<Vec<u8>, HttpError> {
+) -> Result<Vec<u8>, Error> {
     let declared = request.body_length();
     let body = read_limited(request.as_reader(), declared, limit)?;
     match kind {
@@ -86,7 +82,7 @@ pub(crate) fn read_limited(
     reader: &mut dyn Read,
     declared: Option<usize>,
     limit: u64,
-) -> Result<Vec<u8>, HttpError> {
+) -> Result<Vec<u8>, Error> {
     if declared.is_some_and(|n| n as u64 > limit) {
         return Err(Error::PayloadTooLarge { limit }.into());
     }
@@ -100,10 +96,12 @@ pub(crate) fn read_limited(
             Ok(n) => body.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(HttpError::request_timeout(body.len()))
+                return Err(Error::RequestTimeout {
+                    received: body.len(),
+                })
             }
             Err(e) => {
-                return Err(HttpError::incomplete_body(format!(
+                return Err(Error::IncompleteBody(format!(
                     "reading the request body failed after {} bytes: {e}",
                     body.len()
                 )))
@@ -115,7 +113,7 @@ pub(crate) fn read_limited(
     }
     if let Some(n) = declared {
         if body.len() != n {
-            return Err(HttpError::incomplete_body(format!(
+            return Err(Error::IncompleteBody(format!(
                 "the body ended after {} of the {n} bytes its Content-Length announced",
                 body.len()
             )));
@@ -125,8 +123,8 @@ pub(crate) fn read_limited(
 }
 
 /// The `image` part of a multipart body, else its first file part.
-pub(crate) fn multipart_image(body: Vec<u8>, boundary: &str) -> Result<Vec<u8>, HttpError> {
-    let bad = |e: multer::Error| HttpError::bad_multipart(format!("multipart body: {e}"));
+pub(crate) fn multipart_image(body: Vec<u8>, boundary: &str) -> Result<Vec<u8>, Error> {
+    let bad = |e: multer::Error| Error::BadMultipart(format!("multipart body: {e}"));
     let stream = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(body)) });
     let mut multipart = multer::Multipart::new(stream, boundary);
     futures_executor::block_on(async {
@@ -144,7 +142,7 @@ pub(crate) fn multipart_image(body: Vec<u8>, boundary: &str) -> Result<Vec<u8>, 
             }
         }
         first_file.map(Vec::from).ok_or_else(|| {
-            HttpError::bad_multipart(format!(
+            Error::BadMultipart(format!(
                 "the multipart body has no field `image` and no file part (fields: {}); send \
                  the image as a file field named `image`",
                 if names.is_empty() {
@@ -189,12 +187,15 @@ mod tests {
             kind_of("multipart/form-data; boundary=abc").unwrap(),
             BodyKind::Multipart("abc".into())
         );
-        assert_eq!(kind_of("multipart/form-data").unwrap_err().status, 400);
-        assert_eq!(kind_of("text/plain").unwrap_err().status, 415);
+        assert_eq!(
+            kind_of("multipart/form-data").unwrap_err().http_status(),
+            400
+        );
+        assert_eq!(kind_of("text/plain").unwrap_err().http_status(), 415);
         assert_eq!(
             kind_of("application/x-www-form-urlencoded")
                 .unwrap_err()
-                .status,
+                .http_status(),
             415
         );
     }
@@ -215,11 +216,11 @@ mod tests {
         assert_eq!(multipart_image(body, "XyZ").unwrap(), b"AAA");
         let body = form(&[("note", None, b"hi")]);
         let e = multipart_image(body, "XyZ").unwrap_err();
-        assert!(e.message.contains("note"), "{e}");
+        assert!(e.to_string().contains("note"), "{e}");
         assert_eq!(
             multipart_image(b"garbage".to_vec(), "XyZ")
                 .unwrap_err()
-                .status,
+                .http_status(),
             400
         );
     }
@@ -229,16 +230,18 @@ mod tests {
         let data = [7u8; 100];
         assert_eq!(read_limited(&mut &data[..], None, 100).unwrap().len(), 100);
         assert_eq!(
-            read_limited(&mut &data[..], None, 99).unwrap_err().status,
+            read_limited(&mut &data[..], None, 99)
+                .unwrap_err()
+                .http_status(),
             413
         );
         assert_eq!(
             read_limited(&mut &data[..], Some(100), 99)
                 .unwrap_err()
-                .status,
+                .http_status(),
             413
         );
         let e = read_limited(&mut &data[..], Some(150), 1000).unwrap_err();
-        assert_eq!(e.code, "incomplete_body");
+        assert_eq!(e.code(), "incomplete_body");
     }
 }

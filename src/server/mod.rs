@@ -33,12 +33,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::cli::{self, CliError, ServeArgs, EXIT_OK};
+use crate::error::Error;
 use crate::image_io::DecodeMode;
 use crate::models::{embedded_manifest, LoadOptions, ModelName, Models, Task, Weights};
 
 pub use routes::{RouteSpec, ROUTES};
 
-use reply::{HttpError, Reply};
+use reply::{error_reply, Reply};
 use shutdown::Shutdown;
 
 /// The server's settings, resolved from flags, `TAGGER_*` variables and defaults.
@@ -558,7 +559,7 @@ impl Server {
                 state.running.fetch_add(1, Ordering::SeqCst);
                 let reply = guarded(&ctx, || match state.models.get() {
                     Some(models) => routes::infer(models, &job, &bytes),
-                    None => Err(HttpError::not_ready()),
+                    None => Err(Error::NotReady),
                 });
                 state.running.fetch_sub(1, Ordering::SeqCst);
                 state.admitted.fetch_sub(1, Ordering::SeqCst);
@@ -570,7 +571,7 @@ impl Server {
 
     /// Answers from the http pool (writing, and tiny_http's draining of an unread body, may
     /// block on the client).
-    fn answer(&self, request: tiny_http::Request, ctx: Ctx, reply: Result<Reply, HttpError>) {
+    fn answer(&self, request: tiny_http::Request, ctx: Ctx, reply: Result<Reply, Error>) {
         let state = self.state.clone();
         self.http_pool
             .spawn(move || finish(&state, request, &ctx, reply));
@@ -578,7 +579,7 @@ impl Server {
 }
 
 /// Runs a handler, turning a panic into a logged 500.
-fn guarded<T>(ctx: &Ctx, f: impl FnOnce() -> Result<T, HttpError>) -> Result<T, HttpError> {
+fn guarded<T>(ctx: &Ctx, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(panic) => {
@@ -593,7 +594,7 @@ fn guarded<T>(ctx: &Ctx, f: impl FnOnce() -> Result<T, HttpError>) -> Result<T, 
                 ctx.target.escape_debug(),
                 ctx.id
             );
-            Err(HttpError::internal(format!(
+            Err(Error::Internal(format!(
                 "the request handler failed unexpectedly (request id {}); this is a bug, \
                  not a problem with the request",
                 ctx.id
@@ -607,8 +608,8 @@ fn guarded<T>(ctx: &Ctx, f: impl FnOnce() -> Result<T, HttpError>) -> Result<T, 
 const UNDRAINABLE_BODY: u64 = 1 << 30;
 
 /// Writes the answer, then logs it and counts it.
-fn finish(state: &State, request: tiny_http::Request, ctx: &Ctx, reply: Result<Reply, HttpError>) {
-    let reply = reply.unwrap_or_else(|e| e.into_reply());
+fn finish(state: &State, request: tiny_http::Request, ctx: &Ctx, reply: Result<Reply, Error>) {
+    let reply = reply.unwrap_or_else(|e| error_reply(&e));
     let elapsed = ctx.start.elapsed();
     let status = reply.status;
     let bytes = reply.body.len();

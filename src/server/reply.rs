@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 use tiny_http::{Header, Response};
 
+use crate::error::Error;
 use crate::models::ModelName;
 use crate::pipeline::Timing;
 
@@ -45,7 +46,7 @@ impl Reply {
     pub(crate) fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Reply {
         match serde_json::to_vec(value) {
             Ok(body) => Reply::raw_json(status, body),
-            Err(e) => HttpError::internal(format!("serialising the answer: {e}")).into_reply(),
+            Err(e) => error_reply(&Error::Internal(format!("serialising the answer: {e}"))),
         }
     }
 
@@ -87,95 +88,16 @@ impl Reply {
     }
 }
 
-/// An error answer.
-#[derive(Debug, Clone)]
-pub(crate) struct HttpError {
-    pub(crate) status: u16,
-    pub(crate) code: &'static str,
-    pub(crate) message: String,
-    pub(crate) allow: Option<&'static str>,
-    pub(crate) retry_after: bool,
-}
-
-impl From<crate::Error> for HttpError {
-    fn from(e: crate::Error) -> HttpError {
-        let allow = match &e {
-            crate::Error::MethodNotAllowed(allow) => Some(*allow),
+/// The answer to an error: `{"error": {"code", "message"}}` with its status, `Allow` for 405
+/// and `Retry-After` when retrying helps.
+pub(crate) fn error_reply(error: &Error) -> Reply {
+    let body = json!({ "error": { "code": error.code(), "message": error.to_string() } });
+    Reply {
+        allow: match error {
+            Error::MethodNotAllowed(allow) => Some(*allow),
             _ => None,
-        };
-        HttpError {
-            status: e.http_status(),
-            code: e.code(),
-            message: e.to_string(),
-            allow,
-            retry_after: matches!(e, crate::Error::QueueFull | crate::Error::Draining),
-        }
-    }
-}
-
-impl std::fmt::Display for HttpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status, self.code, self.message)
-    }
-}
-
-impl HttpError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> HttpError {
-        HttpError {
-            status,
-            code,
-            message: message.into(),
-            allow: None,
-            retry_after: false,
-        }
-    }
-
-    /// 503 while the models are still loading.
-    pub(crate) fn not_ready() -> HttpError {
-        HttpError {
-            retry_after: true,
-            ..HttpError::new(
-                503,
-                "not_ready",
-                "the models are still loading; retry in a moment (GET /readyz turns 200 when \
-                 ready)",
-            )
-        }
-    }
-
-    /// 500: a bug, never the client's input.
-    pub(crate) fn internal(message: impl Into<String>) -> HttpError {
-        HttpError::new(500, "internal_error", message)
-    }
-
-    /// 408: the client stopped sending the body.
-    pub(crate) fn request_timeout(got: usize) -> HttpError {
-        HttpError::new(
-            408,
-            "request_timeout",
-            format!(
-                "the request body stopped arriving (after {got} bytes); the server waits \
-                 --read-timeout-secs per read"
-            ),
-        )
-    }
-
-    /// 400: the body ended before its `Content-Length`, or the connection failed.
-    pub(crate) fn incomplete_body(message: impl Into<String>) -> HttpError {
-        HttpError::new(400, "incomplete_body", message)
-    }
-
-    /// 400: a multipart body we cannot use.
-    pub(crate) fn bad_multipart(message: impl Into<String>) -> HttpError {
-        HttpError::new(400, "bad_multipart", message)
-    }
-
-    pub(crate) fn into_reply(self) -> Reply {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
-        Reply {
-            allow: self.allow,
-            retry_after: self.retry_after,
-            ..Reply::json(self.status, &body)
-        }
+        },
+        retry_after: error.retry_later(),
+        ..Reply::json(error.http_status(), &body)
     }
 }

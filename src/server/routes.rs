@@ -9,7 +9,7 @@ use std::str::FromStr;
 use serde_json::{json, Value};
 
 use super::body::{self, BodyKind};
-use super::reply::{HttpError, Reply};
+use super::reply::Reply;
 use super::{metrics, openapi, State};
 use crate::digits::DigitMode;
 use crate::error::Error;
@@ -144,7 +144,7 @@ fn matches(template: &str, path: &str) -> Option<Option<String>> {
 
 /// Finds the route; 404 when no path matches, 405 (with `Allow`) when the method does not.
 /// The template comes back in both cases (`unmatched` for a 404), for the metrics.
-pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoint, HttpError>) {
+pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoint, Error>) {
     for spec in ROUTES {
         let Some(capture) = matches(spec.path, path) else {
             continue;
@@ -321,11 +321,11 @@ pub(crate) fn prepare(
     endpoint: &Endpoint,
     query: &str,
     request: &tiny_http::Request,
-) -> Result<Job, HttpError> {
+) -> Result<Job, Error> {
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(Error::Draining.into());
     }
-    let models = state.models.get().ok_or_else(HttpError::not_ready)?;
+    let models = state.models.get().ok_or(Error::NotReady)?;
     let query = Query::parse(query)?;
     let work = match endpoint {
         Endpoint::Tags => {
@@ -371,7 +371,7 @@ pub(crate) fn prepare(
 }
 
 /// Runs the model (on a worker thread).
-pub(crate) fn infer(models: &Models, job: &Job, bytes: &[u8]) -> Result<Reply, HttpError> {
+pub(crate) fn infer(models: &Models, job: &Job, bytes: &[u8]) -> Result<Reply, Error> {
     match &job.work {
         Work::Tags { model, options } => {
             let answer = pipeline::classify(models, *model, bytes, options)?;
@@ -385,7 +385,7 @@ pub(crate) fn infer(models: &Models, job: &Job, bytes: &[u8]) -> Result<Reply, H
 }
 
 /// Answers the cheap routes (no model run).
-pub(crate) fn cheap(state: &State, endpoint: &Endpoint, _query: &str) -> Result<Reply, HttpError> {
+pub(crate) fn cheap(state: &State, endpoint: &Endpoint, _query: &str) -> Result<Reply, Error> {
     match endpoint {
         Endpoint::Healthz => Ok(Reply::json(
             200,
@@ -415,7 +415,7 @@ pub(crate) fn cheap(state: &State, endpoint: &Endpoint, _query: &str) -> Result<
         )),
         Endpoint::OpenApi => Ok(Reply::raw_json(200, openapi::document(state))),
         Endpoint::Models => {
-            let models = state.models.get().ok_or_else(HttpError::not_ready)?;
+            let models = state.models.get().ok_or(Error::NotReady)?;
             let list: Vec<Value> = models.all().iter().map(|m| model_json(models, m)).collect();
             Ok(Reply::json(
                 200,
@@ -423,7 +423,7 @@ pub(crate) fn cheap(state: &State, endpoint: &Endpoint, _query: &str) -> Result<
             ))
         }
         Endpoint::Model(name) => {
-            let models = state.models.get().ok_or_else(HttpError::not_ready)?;
+            let models = state.models.get().ok_or(Error::NotReady)?;
             let model = models.get(ModelName::from_str(name)?)?;
             Ok(Reply::json(200, &model_json(models, model)))
         }
@@ -478,12 +478,16 @@ mod tests {
         assert_eq!(resolve("HEAD", "/healthz").1.unwrap(), Endpoint::Healthz);
         let (route, e) = resolve("GET", "/v1/tags");
         let e = e.unwrap_err();
-        assert_eq!((route, e.status, e.allow), ("/v1/tags", 405, Some("POST")));
+        assert_eq!((route, e), ("/v1/tags", Error::MethodNotAllowed("POST")));
         let e = resolve("DELETE", "/v1/models").1.unwrap_err();
-        assert_eq!((e.status, e.allow), (405, Some("GET, HEAD")));
+        assert_eq!(e, Error::MethodNotAllowed("GET, HEAD"));
         for path in ["/v1/models/", "/nope", "/v1/tags/x", "/"] {
             let (route, e) = resolve("GET", path);
-            assert_eq!((route, e.unwrap_err().status), ("unmatched", 404), "{path}");
+            assert_eq!(
+                (route, e.unwrap_err().http_status()),
+                ("unmatched", 404),
+                "{path}"
+            );
         }
     }
 
