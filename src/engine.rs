@@ -29,15 +29,42 @@ pub struct TractEngine {
 impl TractEngine {
     /// Loads an ONNX model, fixes its input to `shape`, optimises it, and makes it runnable on
     /// `threads` cores per call (1: the calling thread only).
+    ///
+    /// Dense convolutions run on [`crate::depthwise::dense::FastConv`] (swapped in before tract
+    /// optimises), and after tract's optimisation the depthwise convolutions and max-pools it
+    /// supports run on [`crate::depthwise::FastDepthwise`] / [`crate::depthwise::FastMaxPool`],
+    /// with a following ReLU / ReLU6 folded in; set `TAGGER_ENGINE_REWRITE=0` to keep tract's
+    /// graph untouched (for comparisons).
     pub fn load(onnx: &[u8], shape: &[usize], threads: usize) -> Result<TractEngine> {
         let internal = |e: TractError| Error::Internal(format!("loading model: {e:#}"));
-        let model = tract_onnx::onnx()
+        let rewrite = std::env::var("TAGGER_ENGINE_REWRITE").as_deref() != Ok("0");
+        let mut model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(onnx))
             .map_err(internal)?
             .with_input_fact(0, f32::fact(shape).into())
             .map_err(internal)?
-            .into_optimized()
+            .into_typed()
             .map_err(internal)?;
+        if rewrite {
+            // Before tract lowers convolutions to im2col / einsum + matmul.
+            let dense = crate::depthwise::dense::rewrite_dense(&mut model).map_err(internal)?;
+            log::debug!(
+                "dense rewrite: {} replaced, left to tract {:?}",
+                dense.replaced,
+                dense.skipped
+            );
+        }
+        let mut model = model.into_optimized().map_err(internal)?;
+        if rewrite {
+            let report = crate::depthwise::rewrite(&mut model).map_err(internal)?;
+            log::debug!(
+                "depthwise rewrite: {} replaced, {} activations fused, {} max-pools, left to tract {:?}",
+                report.replaced,
+                report.fused_clips,
+                report.maxpools,
+                report.skipped
+            );
+        }
         let options = RunOptions {
             executor: (threads > 1)
                 .then(|| tract_linalg::multithread::Executor::multithread(threads)),

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod depthwise;
 pub mod digits;
 pub mod engine;
 pub mod error;

@@ -36,13 +36,20 @@ fn check_curl_example(name: &str, out: &str) {
         "tags_raw" => {
             let v = json(out);
             assert_eq!(v["model"], "efficientnet_lite0");
-            assert!(cat_ids.contains(&v["tags"][0]["class_id"].as_u64().unwrap()), "{out}");
+            assert!(
+                cat_ids.contains(&v["tags"][0]["class_id"].as_u64().unwrap()),
+                "{out}"
+            );
         }
         "tags_multipart" => {
             let v = json(out);
             let tags = v["tags"].as_array().unwrap();
             assert!(!tags.is_empty() && tags.len() <= 3, "{out}");
-            assert!(tags.iter().all(|t| t["confidence"].as_f64().unwrap() >= 0.1), "{out}");
+            assert!(
+                tags.iter()
+                    .all(|t| t["confidence"].as_f64().unwrap() >= 0.1),
+                "{out}"
+            );
         }
         "tags_resnet18_fast" => {
             let v = json(out);
@@ -89,12 +96,40 @@ fn every_curl_example_works_against_a_live_server() {
 #[test]
 fn python_and_javascript_clients_work() {
     let server = Server::ready(&[]);
-    let tags = run("python3", &["examples/client.py", "--multipart", "examples/images/cat.jpg"], &server);
+    let tags = run(
+        "python3",
+        &[
+            "examples/client.py",
+            "--multipart",
+            "examples/images/cat.jpg",
+        ],
+        &server,
+    );
     assert!(tags.contains("cat"), "{tags}");
-    let digit = run("python3", &["examples/client.py", "--digits", "examples/images/digit.png"], &server);
+    let digit = run(
+        "python3",
+        &[
+            "examples/client.py",
+            "--digits",
+            "examples/images/digit.png",
+        ],
+        &server,
+    );
     assert!(digit.starts_with("digit 7"), "{digit}");
-    let tags = run("node", &["examples/client.mjs", "examples/images/cat.jpg"], &server);
+    let tags = run(
+        "node",
+        &["examples/client.mjs", "examples/images/cat.jpg"],
+        &server,
+    );
     assert!(tags.contains("cat"), "{tags}");
-    let digit = run("node", &["examples/client.mjs", "examples/images/digit.png", "--digits"], &server);
+    let digit = run(
+        "node",
+        &[
+            "examples/client.mjs",
+            "examples/images/digit.png",
+            "--digits",
+        ],
+        &server,
+    );
     assert!(digit.starts_with("digit 7"), "{digit}");
 }
