@@ -11,7 +11,7 @@ podman=(podman --runtime runc --cgroup-manager cgroupfs)
 
 echo "building the static binary"
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target x86_64-unknown-linux-gnu
-binary=target/x86_64-unknown-linux-gnu/release/tagger
+binary=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/tagger
 if ldd "$binary" >/dev/null 2>&1; then echo "$binary is not static"; ldd "$binary"; exit 1; fi
 
 context=$(mktemp -d)

@@ -3,7 +3,7 @@
 # exposure must be at most 1.5. Usage: tests/deploy/systemd.sh [path/to/tagger]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-binary=$(realpath "${1:-target/release/tagger}")
+binary=$(realpath "${1:-${CARGO_TARGET_DIR:-target}/release/tagger}")
 [[ -x $binary ]] || { echo "systemd check: build the binary first ($binary is missing)" >&2; exit 1; }
 
 # verify insists that ExecStart exists: point a copy of the unit at the binary we just built.
