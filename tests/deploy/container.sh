@@ -12,7 +12,9 @@ podman=(podman --runtime runc --cgroup-manager cgroupfs)
 echo "building the static binary"
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target x86_64-unknown-linux-gnu
 binary=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/tagger
-if ldd "$binary" >/dev/null 2>&1; then echo "$binary is not static"; ldd "$binary"; exit 1; fi
+if ! ldd "$binary" 2>&1 | grep -qE 'statically linked|not a dynamic executable'; then
+    echo "$binary is not static:"; ldd "$binary"; exit 1
+fi
 
 context=$(mktemp -d)
 container=""
