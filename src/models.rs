@@ -291,37 +291,8 @@ impl Models {
     /// Assembles models (real or fake) and settles the default tagging model: the requested
     /// one, else ResNet18 when it has official weights, else EfficientNet-Lite0.
     pub fn new(models: Vec<Model>, tags_model: Option<ModelName>) -> Result<Models> {
-        let is_tagger = |name: ModelName| {
-            models
-                .iter()
-                .any(|m| m.name() == name && m.manifest.task == Task::ImagenetTags)
-        };
-        let default_tags = match tags_model {
-            Some(name) if is_tagger(name) => name,
-            Some(name) => {
-                return Err(Error::bad_parameter(
-                    "tags-model",
-                    format!("`{name}` is not an embedded ImageNet model"),
-                ))
-            }
-            None => {
-                let official = |name| {
-                    models.iter().any(|m: &Model| {
-                        m.name() == name && m.manifest.weights == Weights::Official
-                    })
-                };
-                [ModelName::Resnet18, ModelName::EfficientnetLite0]
-                    .into_iter()
-                    .find(|&name| is_tagger(name) && official(name))
-                    .or_else(|| {
-                        models
-                            .iter()
-                            .find(|m| m.manifest.task == Task::ImagenetTags)
-                            .map(Model::name)
-                    })
-                    .ok_or_else(|| Error::Internal("no ImageNet model is loaded".into()))?
-            }
-        };
+        let manifests: Vec<&Manifest> = models.iter().map(|m| &m.manifest).collect();
+        let default_tags = choose_tags_model(&manifests, tags_model)?;
         Ok(Models {
             models,
             default_tags,
@@ -347,6 +318,36 @@ impl Models {
     }
 }
 
+/// The model that serves tags: `requested` if it is an ImageNet model, else ResNet18 when it
+/// has official weights, else EfficientNet-Lite0 when it does, else any ImageNet model.
+pub fn choose_tags_model(
+    manifests: &[&Manifest],
+    requested: Option<ModelName>,
+) -> Result<ModelName> {
+    let tagger = |name: ModelName| {
+        manifests
+            .iter()
+            .find(|m| m.name == name && m.task == Task::ImagenetTags)
+    };
+    match requested {
+        Some(name) if tagger(name).is_some() => Ok(name),
+        Some(name) => Err(Error::bad_parameter(
+            "tags-model",
+            format!("`{name}` is not an embedded ImageNet model"),
+        )),
+        None => [ModelName::Resnet18, ModelName::EfficientnetLite0]
+            .into_iter()
+            .find(|&name| tagger(name).is_some_and(|m| m.weights == Weights::Official))
+            .or_else(|| {
+                manifests
+                    .iter()
+                    .find(|m| m.task == Task::ImagenetTags)
+                    .map(|m| m.name)
+            })
+            .ok_or_else(|| Error::Internal("no ImageNet model is loaded".into())),
+    }
+}
+
 fn load_one(name: ModelName, threads: usize) -> Result<Model> {
     let manifest = embedded_manifest(name)?;
     let head = head_for(&manifest)?;
@@ -357,4 +358,47 @@ fn load_one(name: ModelName, threads: usize) -> Result<Model> {
         head,
         engine: Box::new(engine),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifests() -> Vec<Manifest> {
+        ModelName::ALL
+            .into_iter()
+            .map(|n| embedded_manifest(n).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn official_resnet18_takes_over_tagging() {
+        let mut all = manifests();
+        all[0].weights = Weights::StandIn;
+        assert_eq!(
+            choose_tags_model(&all.iter().collect::<Vec<_>>(), None),
+            Ok(ModelName::EfficientnetLite0)
+        );
+        all[0].weights = Weights::Official;
+        assert_eq!(
+            choose_tags_model(&all.iter().collect::<Vec<_>>(), None),
+            Ok(ModelName::Resnet18)
+        );
+    }
+
+    #[test]
+    fn requested_tags_model_must_be_an_imagenet_model() {
+        let all = manifests();
+        let refs: Vec<&Manifest> = all.iter().collect();
+        assert_eq!(
+            choose_tags_model(&refs, Some(ModelName::Resnet18)),
+            Ok(ModelName::Resnet18)
+        );
+        assert_eq!(
+            choose_tags_model(&refs, Some(ModelName::Digits))
+                .unwrap_err()
+                .code(),
+            "bad_parameter"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! serves tags.
 
 use crate::cli::{optional_setting, CliError, ModelsArgs, EXIT_OK};
-use crate::models::{embedded_manifest, ModelName, Task, Weights};
+use crate::models::{choose_tags_model, embedded_manifest, ModelName, Task, Weights};
 
 /// Prints the embedded models without loading them into the engine.
 pub fn models_command(args: ModelsArgs) -> Result<i32, CliError> {
@@ -11,16 +11,7 @@ pub fn models_command(args: ModelsArgs) -> Result<i32, CliError> {
         .into_iter()
         .map(embedded_manifest)
         .collect::<Result<Vec<_>, _>>()?;
-    let official = |name| {
-        manifests
-            .iter()
-            .any(|m| m.name == name && m.weights == Weights::Official)
-    };
-    let default_tags = tags_model.unwrap_or(if official(ModelName::Resnet18) {
-        ModelName::Resnet18
-    } else {
-        ModelName::EfficientnetLite0
-    });
+    let default_tags = choose_tags_model(&manifests.iter().collect::<Vec<_>>(), tags_model)?;
     if args.json {
         let body = serde_json::json!({ "default_tags_model": default_tags, "models": manifests });
         println!(
