@@ -229,11 +229,21 @@ pub fn run(args: Args) -> i32 {
 }
 
 /// Logs to stderr at the level in `TAGGER_LOG`, else `RUST_LOG`, else `info`.
+///
+/// tiny_http's own log is off unless the filter names it: its only message is an accept error
+/// that the server reports itself (and restarts accepting), and that closing the listener
+/// during a drain triggers on every shutdown.
 fn init_logging() {
-    let fallback = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
-    let env = env_logger::Env::new().filter_or("TAGGER_LOG", fallback);
+    let spec = std::env::var("TAGGER_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_string());
+    let mut builder = env_logger::Builder::new();
+    if !spec.contains("tiny_http") {
+        builder.filter_module("tiny_http", log::LevelFilter::Off);
+    }
     // A second initialisation (tests calling `run` twice) is harmless.
-    let _ = env_logger::Builder::from_env(env)
+    let _ = builder
+        .parse_filters(&spec)
         .format_timestamp_millis()
         .try_init();
 }
