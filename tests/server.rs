@@ -23,6 +23,20 @@ fn top_class(answer: &Value) -> u64 {
     answer["tags"][0]["class_id"].as_u64().expect("a top tag")
 }
 
+/// Opens a connection and starts a JPEG upload to `path`, sending only its first `sent` bytes:
+/// the request is admitted and holds its slot until the rest arrives (or the read times out).
+fn post_partial(server: &Server, path: &str, jpeg: &[u8], sent: usize) -> Conn {
+    let mut conn = server.connect();
+    conn.send_head(
+        "POST",
+        path,
+        &[("Content-Type", "image/jpeg")],
+        Some(jpeg.len()),
+    );
+    conn.send(&jpeg[..sent]);
+    conn
+}
+
 fn assert_tags(answer: &Value, max: usize) {
     let tags = answer["tags"].as_array().expect("tags");
     assert!(!tags.is_empty() && tags.len() <= max, "{answer}");
@@ -614,14 +628,7 @@ fn a_full_queue_answers_503_at_once_and_cheap_routes_stay_up() {
     ]);
     let cat = image("chelsea.jpg");
     // Client A is admitted (the only slot) and holds it by sending half its body.
-    let mut a = server.connect();
-    a.send_head(
-        "POST",
-        "/v1/tags?top_k=1",
-        &[("Content-Type", "image/jpeg")],
-        Some(cat.len()),
-    );
-    a.send(&cat[..cat.len() / 2]);
+    let mut a = post_partial(&server, "/v1/tags?top_k=1", &cat, cat.len() / 2);
     wait_for_metric(&server, "tagger_queue_depth 1");
 
     let start = Instant::now();
@@ -657,14 +664,7 @@ fn a_full_queue_answers_503_at_once_and_cheap_routes_stay_up() {
     assert_eq!(r.status, 200, "{}", r.text());
 
     // A client that stalls mid-body gets 408 after --read-timeout-secs and frees its slot.
-    let mut stalled = server.connect();
-    stalled.send_head(
-        "POST",
-        "/v1/tags",
-        &[("Content-Type", "image/jpeg")],
-        Some(cat.len()),
-    );
-    stalled.send(&cat[..1000]);
+    let mut stalled = post_partial(&server, "/v1/tags", &cat, 1000);
     let start = Instant::now();
     let r = stalled.read_response(false).unwrap();
     assert_eq!(r.status, 408, "{}", r.text());
@@ -702,14 +702,7 @@ fn sigterm_drains_the_request_in_flight_then_exits_0() {
 
     let cat = image("chelsea.jpg");
     // A request in flight: admitted, half its body sent.
-    let mut in_flight = server.connect();
-    in_flight.send_head(
-        "POST",
-        "/v1/tags",
-        &[("Content-Type", "image/jpeg")],
-        Some(cat.len()),
-    );
-    in_flight.send(&cat[..cat.len() / 2]);
+    let mut in_flight = post_partial(&server, "/v1/tags", &cat, cat.len() / 2);
     wait_for_metric(&server, "tagger_queue_depth 1");
     // An idle keep-alive connection, opened before the signal.
     let mut idle = server.connect();
