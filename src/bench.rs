@@ -9,7 +9,7 @@ use crate::cli::{BenchArgs, CliError, EXIT_OK};
 use crate::digits::{self, DigitMode};
 use crate::engine::{Engine, TractEngine};
 use crate::image_io::{decode, DecodeMode, DecodeOptions, RgbImage};
-use crate::models::{embedded_file, embedded_manifest, head_for, Head, ModelName};
+use crate::models::{embedded_manifest, embedded_onnx, head_for, Head, ModelName};
 use crate::resample::{resize, Filter};
 
 /// The 451x300 photo every figure in the README uses (scikit-image's `chelsea`).
@@ -86,7 +86,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
 
     for name in ModelName::ALL {
         let manifest = embedded_manifest(name).map_err(failure)?;
-        let onnx = embedded_file(&format!("{name}/{}", manifest.onnx.file)).map_err(failure)?;
+        let onnx = embedded_onnx(&manifest).map_err(failure)?;
         let head = head_for(&manifest).map_err(failure)?;
         let shape = head.input_shape();
         let start = Instant::now();

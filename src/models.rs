@@ -216,6 +216,11 @@ pub fn embedded_manifest(name: ModelName) -> Result<Manifest> {
         .map_err(|e| Error::Internal(format!("models/{name}/model.json: {e}")))
 }
 
+/// The embedded ONNX bytes a manifest describes.
+pub fn embedded_onnx(manifest: &Manifest) -> Result<&'static [u8]> {
+    embedded_file(&format!("{}/{}", manifest.name, manifest.onnx.file))
+}
+
 /// Builds the task-specific head of a model from its manifest and the embedded labels.
 pub fn head_for(manifest: &Manifest) -> Result<Head> {
     let name = manifest.name;
@@ -351,7 +356,7 @@ pub fn choose_tags_model(
 fn load_one(name: ModelName, threads: usize) -> Result<Model> {
     let manifest = embedded_manifest(name)?;
     let head = head_for(&manifest)?;
-    let onnx = embedded_file(&format!("{name}/{}", manifest.onnx.file))?;
+    let onnx = embedded_onnx(&manifest)?;
     let engine = TractEngine::load(onnx, &head.input_shape(), threads)?;
     Ok(Model {
         manifest,

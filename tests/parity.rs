@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tagger::engine::{Engine, TractEngine};
 use tagger::image_io::{decode, DecodeMode, DecodeOptions, DecodedImage};
-use tagger::models::{embedded_file, embedded_manifest, Head};
+use tagger::models::{embedded_file, embedded_manifest, embedded_onnx, Head};
 use tagger::pipeline::{classify, softmax, ClassifyOptions};
 use tagger::{LoadOptions, ModelName, Models};
 
@@ -253,7 +253,7 @@ fn stage3_logits_on_identical_inputs_match_torch_batch_1() {
 fn stage3_logits_match_torch_batch_8() {
     for name in IMAGE_MODELS {
         let manifest = embedded_manifest(name).unwrap();
-        let onnx = embedded_file(&format!("{name}/{}", manifest.onnx.file)).unwrap();
+        let onnx = embedded_onnx(&manifest).unwrap();
         let engine = TractEngine::load(onnx, &[8, 3, 224, 224], 1).unwrap();
         // Stage 2 proves these tensors are bit-identical to torchvision's.
         let preprocess = image_preprocess(name);
@@ -354,7 +354,7 @@ fn embedded_models_match_their_manifests() {
     for name in ModelName::ALL {
         let manifest = embedded_manifest(name).unwrap();
         assert_eq!(manifest.name, name);
-        let onnx = embedded_file(&format!("{name}/{}", manifest.onnx.file)).unwrap();
+        let onnx = embedded_onnx(&manifest).unwrap();
         assert_eq!(
             sha256_hex(onnx),
             manifest.onnx.sha256,
