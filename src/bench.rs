@@ -8,9 +8,9 @@ use serde::Serialize;
 use crate::cli::{BenchArgs, CliError, EXIT_OK};
 use crate::digits::{self, DigitMode};
 use crate::engine::{Engine, TractEngine};
-use crate::image_io::{decode, DecodeMode, DecodeOptions, RgbImage};
+use crate::image::resample::{resize, Filter};
+use crate::image::{decode, DecodeMode, DecodeOptions, RgbPixels};
 use crate::models::{embedded_manifest, embedded_onnx, head_for, Head, ModelName};
-use crate::resample::{resize, Filter};
 
 /// The 451x300 photo every figure in the README uses (scikit-image's `chelsea`).
 const CAT_JPEG: &[u8] = include_bytes!("../examples/images/cat.jpg");
@@ -174,7 +174,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
                 }
             }
             Head::Digits { platt } => {
-                let rgb: RgbImage = decode(DIGIT_PNG, &DecodeOptions::default())
+                let rgb: RgbPixels = decode(DIGIT_PNG, &DecodeOptions::default())
                     .map_err(failure)?
                     .rgb;
                 for mode in [DigitMode::Default, DigitMode::Plain] {

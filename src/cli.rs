@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use argh::FromArgs;
 
-use crate::image_io::DecodeMode;
+use crate::image::DecodeMode;
 use crate::models::ModelName;
 
 /// Exit code: everything worked.

@@ -12,12 +12,11 @@ pub mod digits;
 pub mod engine;
 pub mod error;
 pub mod healthcheck;
-pub mod image_io;
+pub mod image;
 pub mod models;
 pub mod pipeline;
 pub mod preprocess;
 pub mod report;
-pub mod resample;
 pub mod score;
 pub mod server;
 

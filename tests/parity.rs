@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tagger::engine::{Engine, TractEngine};
-use tagger::image_io::{decode, DecodeMode, DecodeOptions, DecodedImage};
+use tagger::image::{decode, DecodeMode, DecodeOptions, DecodedImage};
 use tagger::models::{embedded_file, embedded_manifest, embedded_onnx, Head};
 use tagger::pipeline::{classify, softmax, ClassifyOptions};
 use tagger::{LoadOptions, ModelName, Models};

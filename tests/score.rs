@@ -528,7 +528,7 @@ fn digits_model_reads_the_evaluation_pictures() {
             &models,
             &bytes,
             tagger::digits::DigitMode::Default,
-            &tagger::image_io::DecodeOptions::default(),
+            &tagger::image::DecodeOptions::default(),
         )
         .unwrap();
         assert_eq!(digit, expected.digit, "{path}");

@@ -36,7 +36,7 @@ use serde::Serialize;
 use crate::cli::{self, CliError, ScoreArgs, EXIT_FAILURE, EXIT_OK};
 use crate::digits::DigitMode;
 use crate::error::Error;
-use crate::image_io::{self, DecodeOptions, ImageFormat};
+use crate::image::{self, DecodeOptions, ImageFormat};
 use crate::models::{Head, LoadOptions, ModelName, Models, Weights};
 use crate::pipeline::{self, Classification, ClassifyOptions, DigitReading};
 
@@ -473,7 +473,7 @@ fn read_image(
         }
         // The library's own verdict and message on these bytes (`unsupported_format` or
         // `empty_image`), without reading the rest of a possibly huge non-image.
-        return Err(match image_io::decode(&head, decode) {
+        return Err(match image::decode(&head, decode) {
             Err(e) => e.into(),
             Ok(_) => Problem::new("unsupported_format", "not a recognised image"),
         });

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{self, CliError, ServeArgs, EXIT_OK};
 use crate::error::Error;
-use crate::image_io::DecodeMode;
+use crate::image::DecodeMode;
 use crate::models::{embedded_manifest, LoadOptions, ModelName, Models, Task, Weights};
 
 pub use routes::{RouteSpec, ROUTES};
