@@ -6,6 +6,7 @@
 //! ([`engine`]) knows nothing of HTTP or folders.
 
 pub mod bench;
+pub mod catalog;
 pub mod cli;
 pub mod depthwise;
 pub mod digits;
@@ -16,7 +17,6 @@ pub mod image;
 pub mod models;
 pub mod pipeline;
 pub mod preprocess;
-pub mod report;
 pub mod score;
 pub mod server;
 

@@ -81,6 +81,16 @@ pub enum Weights {
     StandIn,
 }
 
+impl Weights {
+    /// The name in answers, records, metrics and `tagger models`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Weights::Official => "official",
+            Weights::StandIn => "stand-in",
+        }
+    }
+}
+
 /// An input or output of the ONNX graph.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TensorSpec {
@@ -214,6 +224,11 @@ pub fn embedded_manifest(name: ModelName) -> Result<Manifest> {
     let bytes = embedded_file(&format!("{name}/model.json"))?;
     serde_json::from_slice(bytes)
         .map_err(|e| Error::Internal(format!("models/{name}/model.json: {e}")))
+}
+
+/// Every embedded model's manifest, in [`ModelName::ALL`] order.
+pub fn embedded_manifests() -> Result<Vec<Manifest>> {
+    ModelName::ALL.into_iter().map(embedded_manifest).collect()
 }
 
 /// The embedded ONNX bytes a manifest describes.
@@ -353,7 +368,8 @@ pub fn choose_tags_model(
     }
 }
 
-fn load_one(name: ModelName, threads: usize) -> Result<Model> {
+/// Loads and optimises one embedded model, as start-up does.
+pub fn load_one(name: ModelName, threads: usize) -> Result<Model> {
     let manifest = embedded_manifest(name)?;
     let head = head_for(&manifest)?;
     let onnx = embedded_onnx(&manifest)?;
@@ -389,6 +405,13 @@ mod tests {
             choose_tags_model(&all.iter().collect::<Vec<_>>(), None),
             Ok(ModelName::Resnet18)
         );
+    }
+
+    #[test]
+    fn weights_have_one_spelling() {
+        for weights in [Weights::Official, Weights::StandIn] {
+            assert_eq!(serde_json::to_value(weights).unwrap(), weights.name());
+        }
     }
 
     #[test]

@@ -1,24 +1,29 @@
 //! `tagger models`: what the binary carries, which weights each model has, and which model
-//! serves tags.
+//! serves tags (without loading any model into the engine).
 
-use crate::cli::{optional_setting, CliError, ModelsArgs, EXIT_OK};
-use crate::models::{choose_tags_model, embedded_manifest, ModelName, Task, Weights};
+use crate::error::Result;
+use crate::models::{choose_tags_model, embedded_manifests, ModelName, Task, Weights};
 
-/// Prints the embedded models without loading them into the engine.
-pub fn models_command(args: ModelsArgs) -> Result<i32, CliError> {
-    let tags_model = optional_setting(args.tags_model, "TAGGER_TAGS_MODEL")?;
-    let manifests = ModelName::ALL
-        .into_iter()
-        .map(embedded_manifest)
-        .collect::<Result<Vec<_>, _>>()?;
-    let default_tags = choose_tags_model(&manifests.iter().collect::<Vec<_>>(), tags_model)?;
-    if args.json {
+/// What to print.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The manifests as JSON instead of a table.
+    pub json: bool,
+    /// The tagging model asked for; `None`: the library's choice.
+    pub tags_model: Option<ModelName>,
+}
+
+/// Prints the embedded models.
+pub fn run(config: &Config) -> Result<()> {
+    let manifests = embedded_manifests()?;
+    let default_tags = choose_tags_model(&manifests.iter().collect::<Vec<_>>(), config.tags_model)?;
+    if config.json {
         let body = serde_json::json!({ "default_tags_model": default_tags, "models": manifests });
         println!(
             "{}",
             serde_json::to_string_pretty(&body).unwrap_or_default()
         );
-        return Ok(EXIT_OK);
+        return Ok(());
     }
     println!(
         "{:<20} {:<14} {:<10} {:<18} source",
@@ -29,15 +34,11 @@ pub fn models_command(args: ModelsArgs) -> Result<i32, CliError> {
             Task::ImagenetTags => "imagenet-tags",
             Task::Digits => "digits",
         };
-        let weights = match m.weights {
-            Weights::Official => "official",
-            Weights::StandIn => "STAND-IN",
-        };
         println!(
             "{:<20} {:<14} {:<10} {:<18} {}",
             m.name.name(),
             task,
-            weights,
+            m.weights.name(),
             &m.onnx.sha256[..16],
             m.source
         );
@@ -48,5 +49,5 @@ pub fn models_command(args: ModelsArgs) -> Result<i32, CliError> {
             "stand-in weights are seeded random: their tags mean nothing (README, \"Models\")."
         );
     }
-    Ok(EXIT_OK)
+    Ok(())
 }
