@@ -164,7 +164,7 @@ pub fn run(config: Config) -> Result<Ending, Error> {
         tags_model: config.tags_model,
     };
     let loader = std::thread::spawn(move || Models::load_embedded(&load));
-    let mut progress = progress::Progress::new(0);
+    let progress = progress::Progress::new();
     let walk_options = WalkOptions {
         recursive: config.recursive,
         shard: config.shard,
@@ -188,7 +188,7 @@ pub fn run(config: Config) -> Result<Ending, Error> {
             || !log::log_enabled!(log::Level::Warn)
         {
             // The logger is off or already said it: say it once here anyway.
-            eprintln!("tagger: warning: {warning}");
+            progress.suspend(|| eprintln!("tagger: warning: {warning}"));
         }
     }
     let longest_label = match &model.head {
@@ -216,7 +216,6 @@ pub fn run(config: Config) -> Result<Ending, Error> {
         classify: config.classify,
         cancel: AtomicBool::new(false),
     });
-    progress.clear();
     progress.start(entries.len());
     let scoring = Instant::now();
     let result = score_all(
@@ -224,10 +223,10 @@ pub fn run(config: Config) -> Result<Ending, Error> {
         entries,
         config.jobs,
         &mut writer,
-        &mut progress,
+        &progress,
         stdout_is_terminal,
     );
-    progress.clear();
+    progress.finish();
     let counts = match result {
         Ok(counts) => counts,
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
@@ -309,7 +308,7 @@ fn score_all<W: Write>(
     entries: Vec<Entry>,
     jobs: usize,
     writer: &mut output::RecordWriter<W>,
-    progress: &mut progress::Progress,
+    progress: &progress::Progress,
     stdout_is_terminal: bool,
 ) -> io::Result<Counts> {
     writer.header()?;
@@ -364,28 +363,43 @@ fn score_all<W: Write>(
         while let Ok((index, outcome)) = receiver.try_recv() {
             ready.insert(index, outcome);
         }
-        let mut wrote_any = false;
-        while let Some(outcome) = ready.remove(&written) {
-            match &outcome {
-                Outcome::Tags(_) | Outcome::Digit(_) => counts.ok += 1,
-                Outcome::Failed(_) => counts.failed += 1,
-                Outcome::Skipped => counts.skipped += 1,
-            }
-            if !matches!(outcome, Outcome::Skipped) {
-                if stdout_is_terminal && !wrote_any {
-                    progress.clear();
-                }
-                writer.record(&entries[written].display, &outcome)?;
-                wrote_any = true;
-            }
-            written += 1;
-        }
-        if wrote_any {
-            writer.flush()?;
+        let mut write = || write_ready(&mut ready, &mut written, &entries, writer, &mut counts);
+        if stdout_is_terminal {
+            // Records and the bar share the terminal: the bar steps aside while they print.
+            progress.suspend(write)?;
+        } else {
+            write()?;
         }
         progress.update(written);
     }
     Ok(counts)
+}
+
+/// Writes the records that are next in input order, counts them, and flushes if it wrote any.
+fn write_ready<W: Write>(
+    ready: &mut BTreeMap<usize, Outcome>,
+    written: &mut usize,
+    entries: &[Entry],
+    writer: &mut output::RecordWriter<W>,
+    counts: &mut Counts,
+) -> io::Result<()> {
+    let mut wrote_any = false;
+    while let Some(outcome) = ready.remove(written) {
+        match &outcome {
+            Outcome::Tags(_) | Outcome::Digit(_) => counts.ok += 1,
+            Outcome::Failed(_) => counts.failed += 1,
+            Outcome::Skipped => counts.skipped += 1,
+        }
+        if !matches!(outcome, Outcome::Skipped) {
+            writer.record(&entries[*written].display, &outcome)?;
+            wrote_any = true;
+        }
+        *written += 1;
+    }
+    if wrote_any {
+        writer.flush()?;
+    }
+    Ok(())
 }
 
 /// Reads, recognises and scores one entry.

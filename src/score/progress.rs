@@ -1,133 +1,112 @@
-//! The progress bar: drawn on stderr only when stderr is a terminal, never when it is piped or
-//! redirected (logs and CI output stay clean).
+//! The progress bar (indicatif): drawn on stderr only when stderr is a terminal, never when it
+//! is piped or redirected (logs and CI output stay clean).
 
-use std::io::{self, IsTerminal, Write};
-use std::time::{Duration, Instant};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-/// How often the bar is redrawn at most.
-const REDRAW: Duration = Duration::from_millis(100);
-const BAR_WIDTH: usize = 24;
+/// While the folders are walked: how many entries so far.
+const SCANNING: &str = "{spinner} scanning: {pos} files";
+/// While files are scored: a bar, done/total, images/s and the time left.
+const SCORING: &str = "[{bar:24}] {pos}/{len} {percent:>3}%  {rate} images/s  ETA {eta}";
 
-/// A one-line progress display: done/total, a bar, images/s and the time left.
+/// A one-line progress display on stderr.
 pub struct Progress {
-    enabled: bool,
-    total: usize,
-    start: Instant,
-    last_draw: Option<Instant>,
-    visible: bool,
+    bar: ProgressBar,
 }
 
 impl Progress {
-    /// A bar for `total` files, shown only if stderr is a terminal.
-    pub fn new(total: usize) -> Progress {
-        Progress {
-            enabled: io::stderr().is_terminal(),
-            total,
-            start: Instant::now(),
-            last_draw: None,
-            visible: false,
-        }
+    /// A display on stderr, hidden unless stderr is a terminal.
+    pub fn new() -> Progress {
+        Progress::with_target(ProgressDrawTarget::stderr())
     }
 
-    /// Whether anything is drawn at all.
-    pub fn enabled(&self) -> bool {
-        self.enabled
+    /// A display drawn to `target`.
+    pub fn with_target(target: ProgressDrawTarget) -> Progress {
+        let bar = ProgressBar::with_draw_target(None, target);
+        bar.set_style(style(SCANNING));
+        Progress { bar }
     }
 
     /// Shows "scanning" while the file list is built (`seen` entries so far).
-    pub fn scanning(&mut self, seen: usize) {
-        if self.due() {
-            self.draw(&format!("scanning: {seen} files"));
-        }
+    pub fn scanning(&self, seen: usize) {
+        self.bar.set_position(seen as u64);
     }
 
-    /// Redraws the bar for `done` files, at most every 100 ms.
-    pub fn update(&mut self, done: usize) {
-        if !self.due() {
-            return;
-        }
-        let elapsed = self.start.elapsed().as_secs_f64();
-        let rate = if elapsed > 0.0 {
-            done as f64 / elapsed
-        } else {
-            0.0
-        };
-        let fraction = if self.total == 0 {
-            1.0
-        } else {
-            done as f64 / self.total as f64
-        };
-        let filled = ((fraction * BAR_WIDTH as f64) as usize).min(BAR_WIDTH);
-        let eta = if rate > 0.0 && done > 0 {
-            clock((self.total.saturating_sub(done)) as f64 / rate)
-        } else {
-            "--:--".to_string()
-        };
-        let line = format!(
-            "[{}{}] {done}/{} {:>3.0}%  {rate:.1} images/s  ETA {eta}",
-            "#".repeat(filled),
-            "-".repeat(BAR_WIDTH - filled),
-            self.total,
-            fraction * 100.0,
-        );
-        self.draw(&line);
+    /// Turns into a bar for `total` files and restarts the clock (after the file list is built).
+    pub fn start(&self, total: usize) {
+        self.bar.set_style(style(SCORING));
+        self.bar.set_length(total as u64);
+        self.bar.reset();
     }
 
-    /// Restarts the clock (after the file list is built).
-    pub fn start(&mut self, total: usize) {
-        self.total = total;
-        self.start = Instant::now();
-        self.last_draw = None;
+    /// `done` files of the total are finished.
+    pub fn update(&self, done: usize) {
+        self.bar.set_position(done as u64);
     }
 
-    /// Erases the bar (before other output reaches the same terminal, and at the end).
-    pub fn clear(&mut self) {
-        if self.visible {
-            let mut err = io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-            self.visible = false;
-        }
+    /// Runs `f` with the bar erased, so that what `f` writes to the same terminal is not
+    /// drawn over; the bar comes back afterwards.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bar.suspend(f)
     }
 
-    fn due(&mut self) -> bool {
-        if !self.enabled {
-            return false;
-        }
-        let now = Instant::now();
-        match self.last_draw {
-            Some(last) if now.duration_since(last) < REDRAW => false,
-            _ => {
-                self.last_draw = Some(now);
-                true
-            }
-        }
-    }
-
-    fn draw(&mut self, line: &str) {
-        let mut err = io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{line}");
-        let _ = err.flush();
-        self.visible = true;
+    /// Erases the bar for good.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 }
 
-/// `m:ss` or `h:mm:ss`.
-fn clock(seconds: f64) -> String {
-    let s = seconds.round().max(0.0) as u64;
-    if s >= 3600 {
-        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-    } else {
-        format!("{}:{:02}", s / 60, s % 60)
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
     }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .expect("the templates are tested")
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}", state.per_sec());
+            },
+        )
+        .progress_chars("#>-")
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use indicatif::{InMemoryTerm, TermLike};
+
     #[test]
-    fn clock_formats() {
-        assert_eq!(super::clock(5.4), "0:05");
-        assert_eq!(super::clock(125.0), "2:05");
-        assert_eq!(super::clock(3725.0), "1:02:05");
+    fn a_terminal_sees_the_scan_then_the_bar_with_rate_and_eta() {
+        let term = InMemoryTerm::new(4, 100);
+        let progress = Progress::with_target(ProgressDrawTarget::term_like(Box::new(term.clone())));
+        progress.scanning(1024);
+        progress.bar.tick();
+        assert!(
+            term.contents().contains("scanning: 1024 files"),
+            "{}",
+            term.contents()
+        );
+        progress.start(10);
+        progress.update(3);
+        progress.bar.tick();
+        let line = term.contents();
+        assert!(line.starts_with("[#######>"), "{line}");
+        assert!(line.contains("] 3/10  30%"), "{line}");
+        assert!(line.contains(" images/s  ETA "), "{line}");
+        progress.suspend(|| assert_eq!(term.contents(), ""));
+        progress.finish();
+        assert_eq!(term.contents(), "");
+        assert_eq!(term.width(), 100);
+    }
+
+    #[test]
+    fn nothing_is_drawn_when_hidden() {
+        let progress = Progress::with_target(ProgressDrawTarget::hidden());
+        progress.start(5);
+        progress.update(5);
+        assert!(progress.bar.is_hidden());
     }
 }
