@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use crate::cli::{BenchArgs, CliError, EXIT_OK};
 use crate::digits::{self, DigitMode};
-use crate::engine::{Engine, TractEngine};
+use crate::engine::{Engine, EngineOptions, TractEngine};
 use crate::image_io::{decode, DecodeMode, DecodeOptions, RgbImage};
-use crate::models::{embedded_manifest, embedded_onnx, head_for, Head, ModelName};
+use crate::models::{embedded_manifest, embedded_onnx, head_for, Head, LoadOptions, ModelName};
 use crate::resample::{resize, Filter};
 
 /// The 451x300 photo every figure in the README uses (scikit-image's `chelsea`).
@@ -83,6 +83,11 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
         photos.push((path.clone(), bytes));
     }
     let mut figures = Vec::new();
+    // TAGGER_ENGINE_REWRITE=0 benchmarks tract's own graph, as it does for the server.
+    let rewrite = LoadOptions::default().engine_rewrite;
+    let load = |onnx: &[u8], shape: &[usize], threads: usize| {
+        TractEngine::load_with(onnx, shape, &EngineOptions { threads, rewrite }).map_err(failure)
+    };
 
     for name in ModelName::ALL {
         let manifest = embedded_manifest(name).map_err(failure)?;
@@ -90,7 +95,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
         let head = head_for(&manifest).map_err(failure)?;
         let shape = head.input_shape();
         let start = Instant::now();
-        let engine = TractEngine::load(onnx, &shape, 1).map_err(failure)?;
+        let engine = load(onnx, &shape, 1)?;
         figures.push(Figure {
             what: format!("{name}: load + optimise"),
             median_ms: start.elapsed().as_secs_f64() * 1e3,
@@ -139,7 +144,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
                         engine.run(&shape, tensor.clone()).unwrap();
                     },
                 ));
-                let two = TractEngine::load(onnx, &shape, 2).map_err(failure)?;
+                let two = load(onnx, &shape, 2)?;
                 figures.push(time(
                     format!("{name}: inference batch 1, 2 threads"),
                     runs,
@@ -149,7 +154,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
                 ));
                 if name == ModelName::Resnet18 {
                     let batch_shape = [8, shape[1], shape[2], shape[3]];
-                    let eight = TractEngine::load(onnx, &batch_shape, 1).map_err(failure)?;
+                    let eight = load(onnx, &batch_shape, 1)?;
                     let batch: Vec<f32> = tensor
                         .iter()
                         .copied()

@@ -7,7 +7,6 @@
 
 pub mod bench;
 pub mod cli;
-pub mod depthwise;
 pub mod digits;
 pub mod engine;
 pub mod error;

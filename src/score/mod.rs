@@ -197,6 +197,7 @@ pub fn run(args: ScoreArgs) -> Result<i32, CliError> {
     let load = LoadOptions {
         threads_per_inference: 1,
         tags_model: config.tags_model,
+        ..LoadOptions::default()
     };
     let loader = std::thread::spawn(move || Models::load_embedded(&load));
     let mut progress = progress::Progress::new(0);
