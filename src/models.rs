@@ -7,7 +7,7 @@ use include_dir::{include_dir, Dir};
 use serde::{Deserialize, Serialize};
 
 use crate::digits::PlattParameters;
-use crate::engine::{Engine, EngineOptions, TractEngine};
+use crate::engine::{memory, Engine, EngineOptions, TractEngine};
 use crate::error::{Error, Result};
 use crate::preprocess::ImagePreprocess;
 
@@ -301,6 +301,7 @@ impl Models {
                 .collect()
         });
         let models: Vec<Model> = models.into_iter().collect::<Result<_>>()?;
+        release_loader_memory(&models);
         Models::new(models, options.tags_model)
     }
 
@@ -362,6 +363,17 @@ pub fn choose_tags_model(
             })
             .ok_or_else(|| Error::Internal("no ImageNet model is loaded".into())),
     }
+}
+
+/// Gives back what loading needed and serving does not: the resident pages of the embedded
+/// ONNX files (tract holds its own copy of every weight) and the heap the parsers freed.
+fn release_loader_memory(models: &[Model]) {
+    for model in models {
+        if let Ok(onnx) = embedded_onnx(&model.manifest) {
+            memory::release_file_pages(onnx);
+        }
+    }
+    memory::trim_heap();
 }
 
 fn load_one(name: ModelName, options: &EngineOptions) -> Result<Model> {

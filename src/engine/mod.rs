@@ -3,8 +3,10 @@
 //!
 //! - [`tract`]: [`TractEngine`], a tract plan optimised once for a fixed input shape;
 //! - [`rewrite`]: the graph passes that swap tract's convolutions and max-pools for ours;
-//! - [`ops`]: our tract ops (dense and depthwise convolution, max-pool) and their kernels.
+//! - [`ops`]: our tract ops (dense and depthwise convolution, max-pool) and their kernels;
+//! - [`memory`]: giving the loader's transient memory back to the kernel.
 
+pub mod memory;
 pub mod ops;
 pub mod rewrite;
 pub mod tract;
