@@ -7,7 +7,7 @@ use include_dir::{include_dir, Dir};
 use serde::{Deserialize, Serialize};
 
 use crate::digits::PlattParameters;
-use crate::engine::{Engine, TractEngine};
+use crate::engine::{memory, Engine, EngineOptions, TractEngine};
 use crate::error::{Error, Result};
 use crate::preprocess::ImagePreprocess;
 
@@ -267,13 +267,23 @@ pub struct LoadOptions {
     pub threads_per_inference: usize,
     /// Which model serves `/v1/tags` by default; `None` picks the best real model.
     pub tags_model: Option<ModelName>,
+    /// Run convolutions and max-pools on the engine's own ops (see [`crate::engine::rewrite`]);
+    /// `false` leaves tract's graph as tract optimises it, for comparisons.
+    pub engine_rewrite: bool,
 }
 
+/// The environment variable that turns the engine rewrite off (`0`) for every surface.
+pub const ENGINE_REWRITE_ENV: &str = "TAGGER_ENGINE_REWRITE";
+
 impl Default for LoadOptions {
+    /// One core per inference, the best real tagging model, and the engine rewrite unless
+    /// `TAGGER_ENGINE_REWRITE=0`: this is where the server, `tagger score` and the tests read
+    /// that variable (the engine itself takes it as an explicit option).
     fn default() -> Self {
         LoadOptions {
             threads_per_inference: 1,
             tags_model: None,
+            engine_rewrite: std::env::var(ENGINE_REWRITE_ENV).as_deref() != Ok("0"),
         }
     }
 }
@@ -288,11 +298,14 @@ impl Models {
     /// Loads and optimises every embedded model (in parallel: start-up time is what a
     /// Kubernetes readiness probe waits for).
     pub fn load_embedded(options: &LoadOptions) -> Result<Models> {
-        let threads = options.threads_per_inference.max(1);
+        let engine = EngineOptions {
+            threads: options.threads_per_inference.max(1),
+            rewrite: options.engine_rewrite,
+        };
         let models: Vec<Result<Model>> = std::thread::scope(|scope| {
             let handles: Vec<_> = ModelName::ALL
                 .into_iter()
-                .map(|name| scope.spawn(move || load_one(name, threads)))
+                .map(|name| scope.spawn(move || load_one(name, &engine)))
                 .collect();
             handles
                 .into_iter()
@@ -302,10 +315,9 @@ impl Models {
                 })
                 .collect()
         });
-        Models::new(
-            models.into_iter().collect::<Result<_>>()?,
-            options.tags_model,
-        )
+        let models: Vec<Model> = models.into_iter().collect::<Result<_>>()?;
+        release_loader_memory(&models);
+        Models::new(models, options.tags_model)
     }
 
     /// Assembles models (real or fake) and settles the default tagging model: the requested
@@ -368,12 +380,23 @@ pub fn choose_tags_model(
     }
 }
 
+/// Gives back what loading needed and serving does not: the resident pages of the embedded
+/// ONNX files (tract holds its own copy of every weight) and the heap the parsers freed.
+fn release_loader_memory(models: &[Model]) {
+    for model in models {
+        if let Ok(onnx) = embedded_onnx(&model.manifest) {
+            memory::release_file_pages(onnx);
+        }
+    }
+    memory::trim_heap();
+}
+
 /// Loads and optimises one embedded model, as start-up does.
-pub fn load_one(name: ModelName, threads: usize) -> Result<Model> {
+pub fn load_one(name: ModelName, options: &EngineOptions) -> Result<Model> {
     let manifest = embedded_manifest(name)?;
     let head = head_for(&manifest)?;
     let onnx = embedded_onnx(&manifest)?;
-    let engine = TractEngine::load(onnx, &head.input_shape(), threads)?;
+    let engine = TractEngine::load_with(onnx, &head.input_shape(), options)?;
     Ok(Model {
         manifest,
         head,
