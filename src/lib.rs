@@ -19,6 +19,11 @@ pub mod preprocess;
 pub mod score;
 pub mod server;
 
+/// The test suite's one seeded random generator, shared with the integration tests.
+#[cfg(test)]
+#[path = "../tests/common/rng.rs"]
+pub(crate) mod test_rng;
+
 pub use error::{Error, Result};
 pub use models::{LoadOptions, ModelName, Models};
 pub use pipeline::{classify, read_digit, ClassifyOptions};

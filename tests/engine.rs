@@ -1,14 +1,20 @@
 //! The engine with our ops against tract's own graph, on the real models.
 
+mod common;
+
+use common::rng::Rng;
 use tagger::engine::ops::{FastConv, FastDepthwise, FastMaxPool};
 use tagger::engine::rewrite::{rewrite_optimized, rewrite_typed};
+use tagger::models::{embedded_manifest, embedded_onnx};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::Op;
 
+/// The embedded model `name` (the bytes the binary carries), typed for `shape`.
 fn typed(name: &str, shape: &[usize]) -> TypedModel {
-    let path = format!("{}/models/{name}/model.onnx", env!("CARGO_MANIFEST_DIR"));
+    let manifest = embedded_manifest(name.parse().unwrap()).unwrap();
+    let mut onnx = embedded_onnx(&manifest).unwrap();
     tract_onnx::onnx()
-        .model_for_path(path)
+        .model_for_read(&mut onnx)
         .unwrap()
         .with_input_fact(0, f32::fact(shape).into())
         .unwrap()
@@ -17,15 +23,7 @@ fn typed(name: &str, shape: &[usize]) -> TypedModel {
 }
 
 fn input(shape: &[usize]) -> Tensor {
-    let mut s = 0x2545f4914f6cdd1du64;
-    let data: Vec<f32> = (0..shape.iter().product::<usize>())
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect();
+    let data = Rng::new(0x2545f4914f6cdd1d).uniforms(-2.0, 2.0, shape.iter().product());
     Tensor::from_shape(shape, &data).unwrap()
 }
 

@@ -428,15 +428,7 @@ mod tests {
 
     /// Noise, so that every tap's pixel matters.
     fn noise(width: usize, height: usize, seed: u64) -> RgbImage {
-        let mut s = seed | 1;
-        let data = (0..width * height * 3)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 56) as u8
-            })
-            .collect();
+        let data = crate::test_rng::Rng::new(seed).bytes(width * height * 3);
         RgbImage {
             width,
             height,

@@ -31,13 +31,18 @@ impl Rng {
     }
 
     /// `n` values uniform in `[low, high)`.
-    pub fn uniforms(&mut self, n: usize, low: f32, high: f32) -> Vec<f32> {
+    pub fn uniforms(&mut self, low: f32, high: f32, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.uniform(low, high)).collect()
     }
 
     /// Uniform in `0..n`.
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| (self.next_u64() >> 56) as u8).collect()
     }
 }
 
@@ -48,8 +53,8 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_numbers_in_range() {
         let (mut a, mut b) = (Rng::new(7), Rng::new(7));
-        let xs = a.uniforms(1000, -2.0, 2.0);
-        assert_eq!(xs, b.uniforms(1000, -2.0, 2.0));
+        let xs = a.uniforms(-2.0, 2.0, 1000);
+        assert_eq!(xs, b.uniforms(-2.0, 2.0, 1000));
         assert!(xs.iter().all(|x| (-2.0..2.0).contains(x)));
         let mean = xs.iter().sum::<f32>() / xs.len() as f32;
         assert!(mean.abs() < 0.2, "{mean}");

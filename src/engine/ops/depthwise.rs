@@ -193,15 +193,15 @@ mod tests {
 
     #[test]
     fn kernel_matches_definition_on_random_shapes() {
-        let mut rng = Rng(0x9e3779b97f4a7c15);
+        let mut rng = Rng::new(0x9e3779b97f4a7c15);
         for case in 0..300 {
             let mut g = random_geometry(&mut rng);
             if case % 7 == 0 {
                 g.sw = 3; // strides past two take the scalar phase copy
             }
-            let x = rng.vec(g.n * g.c * g.h * g.w);
-            let k = rng.vec(g.c * g.taps());
-            let b = rng.vec(g.c);
+            let x = rng.uniforms(-1.0, 1.0, g.n * g.c * g.h * g.w);
+            let k = rng.uniforms(-1.0, 1.0, g.c * g.taps());
+            let b = rng.uniforms(-1.0, 1.0, g.c);
             let clip = (case % 3 == 0).then(|| Clip::new(0.0, 0.5));
             let want = reference(&g, &x, &k, &b, clip);
             for isa in Isa::available() {
@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn kernel_matches_definition_on_lite0_layers() {
-        let mut rng = Rng(42);
+        let mut rng = Rng::new(42);
         // (c, size, k, stride, pad before, pad after) of every EfficientNet-Lite0 depthwise layer.
         let layers = [
             (32, 112, 3, 1, 1, 1),
@@ -244,9 +244,9 @@ mod tests {
                 pad_bottom: after,
                 pad_right: after,
             };
-            let x = rng.vec(g.c * g.h * g.w);
-            let kernel = rng.vec(g.c * g.taps());
-            let b = rng.vec(g.c);
+            let x = rng.uniforms(-1.0, 1.0, g.c * g.h * g.w);
+            let kernel = rng.uniforms(-1.0, 1.0, g.c * g.taps());
+            let b = rng.uniforms(-1.0, 1.0, g.c);
             let want = reference(&g, &x, &kernel, &b, None);
             for isa in Isa::available() {
                 let mut got = vec![f32::NAN; want.len()];

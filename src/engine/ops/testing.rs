@@ -3,29 +3,7 @@
 
 use super::{Clip, Geometry};
 
-/// Deterministic pseudo-random numbers (xorshift), uniform in [-1, 1).
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    pub(crate) fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    pub(crate) fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f32()).collect()
-    }
-}
+pub(crate) use crate::test_rng::Rng;
 
 /// `got` within 1e-5 (relative, absolute below 1) of `want`.
 pub(crate) fn close(got: &[f32], want: &[f32]) -> Result<(), String> {
