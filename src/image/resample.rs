@@ -13,7 +13,7 @@
 //! the same integer (no partial sum overflows). The vertical pass is the scalar loop compiled
 //! once more for AVX2, which the compiler vectorises 8 lanes wide.
 
-use super::RgbPixels as RgbImage;
+use super::RgbPixels;
 
 /// Fixed-point precision of Pillow's 8-bit resampling (`32 - 8 - 2`).
 const PRECISION_BITS: u32 = 22;
@@ -110,7 +110,7 @@ fn clip8(acc: i32) -> u8 {
 }
 
 /// Resizes `image` to `width` x `height` exactly as Pillow's `Image.resize(size, filter)`.
-pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Filter) -> RgbImage {
+pub fn resize(image: &RgbPixels, width: usize, height: usize, filter: Filter) -> RgbPixels {
     assert!(width > 0 && height > 0, "resize target must be non-empty");
     if image.width == width && image.height == height {
         return image.clone();
@@ -125,7 +125,7 @@ pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Filter) -> 
         horizontal_pass(image, &horizontal, first_row, last_row)
     } else {
         let rows = &image.data[first_row * image.width * 3..last_row * image.width * 3];
-        RgbImage {
+        RgbPixels {
             width: image.width,
             height: last_row - first_row,
             data: rows.to_vec(),
@@ -138,14 +138,14 @@ pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Filter) -> 
     }
 }
 
-fn horizontal_pass(image: &RgbImage, taps: &[Taps], first_row: usize, last_row: usize) -> RgbImage {
+fn horizontal_pass(image: &RgbPixels, taps: &[Taps], first_row: usize, last_row: usize) -> RgbPixels {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         let plan = x86::SplitTaps::new(taps);
         let mut data = vec![0u8; taps.len() * (last_row - first_row) * 3];
         // Safety: AVX2 was detected on this CPU.
         unsafe { x86::horizontal_avx2(image, taps, &plan, first_row, last_row, &mut data) };
-        return RgbImage {
+        return RgbPixels {
             width: taps.len(),
             height: last_row - first_row,
             data,
@@ -156,11 +156,11 @@ fn horizontal_pass(image: &RgbImage, taps: &[Taps], first_row: usize, last_row: 
 
 /// The horizontal pass as Pillow writes it: the reference the SIMD kernel must equal.
 fn horizontal_portable(
-    image: &RgbImage,
+    image: &RgbPixels,
     taps: &[Taps],
     first_row: usize,
     last_row: usize,
-) -> RgbImage {
+) -> RgbPixels {
     let out_width = taps.len();
     let mut data = Vec::with_capacity(out_width * (last_row - first_row) * 3);
     for row in image
@@ -173,7 +173,7 @@ fn horizontal_portable(
             data.extend(horizontal_pixel(row, tap));
         }
     }
-    RgbImage {
+    RgbPixels {
         width: out_width,
         height: last_row - first_row,
         data,
@@ -194,11 +194,11 @@ fn horizontal_pixel(row: &[u8], tap: &Taps) -> [u8; 3] {
 }
 
 fn vertical_pass(
-    image: &RgbImage,
+    image: &RgbPixels,
     taps: &[Taps],
     row_offset: usize,
     out_height: usize,
-) -> RgbImage {
+) -> RgbPixels {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // Safety: AVX2 was detected on this CPU.
@@ -210,11 +210,11 @@ fn vertical_pass(
 /// The vertical pass, row by row (inlined into an AVX2 copy by [`x86::vertical_avx2`]).
 #[inline(always)]
 fn vertical_portable(
-    image: &RgbImage,
+    image: &RgbPixels,
     taps: &[Taps],
     row_offset: usize,
     out_height: usize,
-) -> RgbImage {
+) -> RgbPixels {
     let stride = image.width * 3;
     let mut data = Vec::with_capacity(stride * out_height);
     // Whole rows at a time: the inner loop runs over contiguous bytes and vectorises.
@@ -229,7 +229,7 @@ fn vertical_portable(
         }
         data.extend(acc.iter().map(|&a| clip8(a)));
     }
-    RgbImage {
+    RgbPixels {
         width: image.width,
         height: out_height,
         data,
@@ -240,7 +240,7 @@ fn vertical_portable(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{horizontal_pixel, RgbImage, Taps, PRECISION_BITS};
+    use super::{horizontal_pixel, RgbPixels, Taps, PRECISION_BITS};
 
     /// Low bits of each weight in the `lo` half of the split.
     const SPLIT_BITS: u32 = 11;
@@ -300,7 +300,7 @@ mod x86 {
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn horizontal_avx2(
-        image: &RgbImage,
+        image: &RgbPixels,
         taps: &[Taps],
         plan: &SplitTaps,
         first_row: usize,
@@ -369,11 +369,11 @@ mod x86 {
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn vertical_avx2(
-        image: &RgbImage,
+        image: &RgbPixels,
         taps: &[Taps],
         row_offset: usize,
         out_height: usize,
-    ) -> RgbImage {
+    ) -> RgbPixels {
         super::vertical_portable(image, taps, row_offset, out_height)
     }
 }
@@ -382,11 +382,11 @@ mod x86 {
 mod tests {
     use super::*;
 
-    fn gradient(width: usize, height: usize) -> RgbImage {
+    fn gradient(width: usize, height: usize) -> RgbPixels {
         let data = (0..width * height * 3)
             .map(|i| (i * 7 % 256) as u8)
             .collect();
-        RgbImage {
+        RgbPixels {
             width,
             height,
             data,
@@ -401,7 +401,7 @@ mod tests {
 
     #[test]
     fn constant_image_stays_constant() {
-        let image = RgbImage {
+        let image = RgbPixels {
             width: 37,
             height: 23,
             data: vec![200; 37 * 23 * 3],
@@ -416,7 +416,7 @@ mod tests {
     #[test]
     fn box_filter_averages_exact_blocks() {
         // 2x2 blocks of 0 and 255 average to 127.5, which Pillow rounds half up to 128.
-        let mut image = RgbImage {
+        let mut image = RgbPixels {
             width: 2,
             height: 2,
             data: vec![0; 12],
@@ -427,9 +427,9 @@ mod tests {
     }
 
     /// Noise, so that every tap's pixel matters.
-    fn noise(width: usize, height: usize, seed: u64) -> RgbImage {
+    fn noise(width: usize, height: usize, seed: u64) -> RgbPixels {
         let data = crate::test_rng::Rng::new(seed).bytes(width * height * 3);
-        RgbImage {
+        RgbPixels {
             width,
             height,
             data,
@@ -455,7 +455,7 @@ mod tests {
         for (i, &(w, h, ow, oh)) in cases.iter().enumerate() {
             for image in [
                 noise(w, h, 0x9e37_79b9 + i as u64),
-                RgbImage {
+                RgbPixels {
                     width: w,
                     height: h,
                     data: vec![255; w * h * 3],
