@@ -2,7 +2,7 @@
 //! serves tags (without loading any model into the engine).
 
 use crate::error::Result;
-use crate::models::{choose_tags_model, embedded_manifests, ModelName, Task, Weights};
+use crate::models::{choose_tags_model, embedded_manifests, ModelName, Weights};
 
 /// What to print.
 #[derive(Debug, Clone, Default)]
@@ -30,14 +30,10 @@ pub fn run(config: &Config) -> Result<()> {
         "model", "task", "weights", "onnx sha256"
     );
     for m in &manifests {
-        let task = match m.task {
-            Task::ImagenetTags => "imagenet-tags",
-            Task::Digits => "digits",
-        };
         println!(
             "{:<20} {:<14} {:<10} {:<18} {}",
             m.name.name(),
-            task,
+            m.task.name(),
             m.weights.name(),
             &m.onnx.sha256[..16],
             m.source

@@ -71,6 +71,16 @@ pub enum Task {
     Digits,
 }
 
+impl Task {
+    /// The name in manifests, answers, metrics and `tagger models`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::ImagenetTags => "imagenet-tags",
+            Task::Digits => "digits",
+        }
+    }
+}
+
 /// Whether a model's weights are the real, published ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -431,9 +441,12 @@ mod tests {
     }
 
     #[test]
-    fn weights_have_one_spelling() {
+    fn weights_and_tasks_have_one_spelling() {
         for weights in [Weights::Official, Weights::StandIn] {
             assert_eq!(serde_json::to_value(weights).unwrap(), weights.name());
+        }
+        for task in [Task::ImagenetTags, Task::Digits] {
+            assert_eq!(serde_json::to_value(task).unwrap(), task.name());
         }
     }
 
