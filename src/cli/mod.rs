@@ -16,10 +16,12 @@ mod settings;
 
 use argh::FromArgs;
 
-pub use args::{Args, BenchArgs, Command, HealthcheckArgs, ModelsArgs, ScoreArgs, ServeArgs};
-pub use exit::{CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-// `serve` still resolves its own flags (server::Config::from_args) with these.
-pub use settings::{available_cores, optional_setting, setting};
+use args::{Args, Command};
+
+// `serve` still resolves its own flags (server::Config::from_args) with the crate-visible ones.
+pub(crate) use args::ServeArgs;
+pub(crate) use exit::{CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+pub(crate) use settings::{available_cores, optional_setting, setting};
 
 /// Runs the process's command line; returns the exit code.
 pub fn main() -> i32 {
@@ -45,7 +47,7 @@ pub fn main() -> i32 {
 }
 
 /// Runs a parsed command line and returns the process exit code.
-pub fn run(args: Args) -> i32 {
+fn run(args: Args) -> i32 {
     init_logging();
     dispatch(args.command).unwrap_or_else(CliError::report)
 }

@@ -138,7 +138,12 @@ pub fn resize(image: &RgbPixels, width: usize, height: usize, filter: Filter) ->
     }
 }
 
-fn horizontal_pass(image: &RgbPixels, taps: &[Taps], first_row: usize, last_row: usize) -> RgbPixels {
+fn horizontal_pass(
+    image: &RgbPixels,
+    taps: &[Taps],
+    first_row: usize,
+    last_row: usize,
+) -> RgbPixels {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         let plan = x86::SplitTaps::new(taps);

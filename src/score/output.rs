@@ -155,11 +155,6 @@ impl<W: Write> RecordWriter<W> {
         self.out.flush()
     }
 
-    /// The underlying writer.
-    pub fn into_inner(self) -> W {
-        self.out
-    }
-
     fn jsonl(&mut self, path: &str, outcome: &Outcome) -> io::Result<()> {
         let line = match outcome {
             Outcome::Skipped => return Ok(()),
