@@ -71,14 +71,26 @@ pub struct ServeArgs {
     /// largest image in pixels, checked before decoding [env TAGGER_MAX_PIXELS, default 50000000]
     #[argh(option)]
     pub max_pixels: Option<u64>,
-    /// seconds a client may stay silent while sending a request, also the idle keep-alive
-    /// limit; 0: none [env TAGGER_READ_TIMEOUT_SECS, default 30]
+    /// seconds a whole request body may take to arrive (a slower upload gets 408); 0: none
+    /// [env TAGGER_READ_TIMEOUT_SECS, default 30]
     #[argh(option)]
     pub read_timeout_secs: Option<u64>,
-    /// seconds a write of the response may block; 0: none [env TAGGER_WRITE_TIMEOUT_SECS,
-    /// default 30]
+    /// seconds a response write may make no progress before the connection is closed; 0: none
+    /// [env TAGGER_WRITE_TIMEOUT_SECS, default 30]
     #[argh(option)]
     pub write_timeout_secs: Option<u64>,
+    /// seconds a request head (method, path, headers) may take to arrive, from the connection's
+    /// start or the head's first byte; 0: none [env TAGGER_HEADER_TIMEOUT_SECS, default 10]
+    #[argh(option)]
+    pub header_timeout_secs: Option<u64>,
+    /// seconds an idle keep-alive connection is kept between requests; 0: none
+    /// [env TAGGER_KEEP_ALIVE_SECS, default 15]
+    #[argh(option)]
+    pub keep_alive_secs: Option<u64>,
+    /// connections held open at once; at the cap the idlest is closed to make room [env
+    /// TAGGER_MAX_CONNECTIONS, default: the open-files limit less a headroom, said at start-up]
+    #[argh(option)]
+    pub max_connections: Option<usize>,
     /// seconds admitted requests get to finish after SIGTERM/SIGINT (a second signal exits
     /// at once) [env TAGGER_DRAIN_SECS, default 25]
     #[argh(option)]
@@ -209,7 +221,7 @@ impl From<crate::Error> for CliError {
 pub fn run(args: Args) -> i32 {
     init_logging();
     let result = match args.command {
-        Command::Serve(a) => crate::server::run(a),
+        Command::Serve(a) => crate::server::Config::from_args(a).and_then(crate::server::run),
         Command::Score(a) => crate::score::run(a),
         Command::Healthcheck(a) => crate::healthcheck::run(a),
         Command::Models(a) => crate::report::models_command(a),
@@ -229,18 +241,11 @@ pub fn run(args: Args) -> i32 {
 }
 
 /// Logs to stderr at the level in `TAGGER_LOG`, else `RUST_LOG`, else `info`.
-///
-/// tiny_http's own log is off unless the filter names it: its only message is an accept error
-/// that the server reports itself (and restarts accepting), and that closing the listener
-/// during a drain triggers on every shutdown.
 fn init_logging() {
     let spec = std::env::var("TAGGER_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_string());
     let mut builder = env_logger::Builder::new();
-    if !spec.contains("tiny_http") {
-        builder.filter_module("tiny_http", log::LevelFilter::Off);
-    }
     // A second initialisation (tests calling `run` twice) is harmless.
     let _ = builder
         .parse_filters(&spec)
