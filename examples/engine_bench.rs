@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example engine_bench -- [--runs N] [--models lite0,resnet18]
 //!     [--python /tmp/venv/bin/python] [--no-ort] [--no-latency] [--no-profile] [--isa]
-//!     [--threads]
+//!     [--threads] [--resize]
 //! ```
 //!
 //! - Latency: batch 1, one thread, median of `--runs` runs after 10 warm-ups each: the two
@@ -15,6 +15,8 @@
 //!   eval, before and after the rewrite, by op and for the depthwise nodes one by one.
 //! - `--isa`: the depthwise kernel alone on EfficientNet-Lite0's layers, per instruction set.
 //! - `--threads`: single-threaded plans vs intra-op threads at 1, 2 and 8 concurrent callers.
+//! - `--resize`: the exact preprocessing (Pillow resize, crop, normalise) of a 12 MP and a 1 MP
+//!   photo, wall and thread CPU time (CPU time moves less when other processes share the cores).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,6 +40,7 @@ struct Args {
     isa: bool,
     threads: bool,
     latency: bool,
+    resize: bool,
 }
 
 fn args() -> Args {
@@ -50,6 +53,7 @@ fn args() -> Args {
         isa: false,
         threads: false,
         latency: true,
+        resize: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -71,6 +75,7 @@ fn args() -> Args {
             "--no-profile" => a.profile = false,
             "--isa" => a.isa = true,
             "--threads" => a.threads = true,
+            "--resize" => a.resize = true,
             "--no-latency" => a.latency = false,
             other => panic!("unknown argument {other}"),
         }
@@ -673,4 +678,67 @@ fn main() {
     if a.threads {
         threads_bench(&a, &x);
     }
+    if a.resize {
+        resize_bench(a.runs);
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Safety: a valid clock id and a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+fn resize_bench(runs: usize) {
+    use tagger::image_io::RgbImage;
+    use tagger::preprocess::{ImagePreprocess, Normalize};
+    // Smooth content with noise on top, so no tap multiplies a constant.
+    let photo = |w: usize, h: usize| {
+        let mut s = 0x2545f4914f6cdd1du64;
+        let data = (0..w * h * 3)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let (x, y) = ((i / 3) % w, (i / 3) / w);
+                ((x * 255 / w + y * 255 / h) / 2) as u8 ^ ((s >> 60) as u8)
+            })
+            .collect();
+        RgbImage {
+            width: w,
+            height: h,
+            data,
+        }
+    };
+    let pre = ImagePreprocess {
+        resize: 256,
+        crop: 224,
+        normalize: Normalize::Tflite,
+    };
+    println!("## Exact preprocessing (Pillow bilinear resize to 256, crop 224, normalise), median of {runs} runs");
+    println!();
+    println!("| photo | wall ms | thread CPU ms |");
+    println!("|---|---|---|");
+    for (label, w, h) in [
+        ("12 MP 4000x3000", 4000, 3000),
+        ("1 MP 1155x866", 1155, 866),
+    ] {
+        let image = photo(w, h);
+        let (mut wall, mut cpu) = (vec![], vec![]);
+        for i in 0..runs + 3 {
+            let (t, c) = (Instant::now(), thread_cpu());
+            std::hint::black_box(pre.tensor(&image));
+            if i >= 3 {
+                wall.push(ms(t.elapsed()));
+                cpu.push(ms(thread_cpu() - c));
+            }
+        }
+        println!("| {label} | {:.2} | {:.2} |", median(wall), median(cpu));
+    }
+    println!();
 }
