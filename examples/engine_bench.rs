@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example engine_bench -- [--runs N] [--models lite0,resnet18]
 //!     [--python /tmp/venv/bin/python] [--no-ort] [--no-latency] [--no-profile] [--isa]
-//!     [--threads] [--resize]
+//!     [--threads] [--resize] [--cpu-time]
 //! ```
 //!
 //! - Latency: batch 1, one thread, median of `--runs` runs after 10 warm-ups each: the two
@@ -11,6 +11,9 @@
 //!   tract) and onnxruntime (1 intra-op thread, all graph optimisations, in a Python child that
 //!   runs on request and times itself) on the same input, taking turns of 4 runs (the first of
 //!   each turn, cold from the others' cache traffic, not counted).
+//! - `--cpu-time`: the latency table in thread CPU time instead of wall time (onnxruntime's
+//!   one intra-op thread runs on its caller, timed with `time.thread_time()`): preemption by
+//!   other processes on a shared machine then stays out of the figures.
 //! - Profile (`--no-profile` skips): per-op time from tract's plan, timed around every node's
 //!   eval, before and after the rewrite, by op and for the depthwise nodes one by one.
 //! - `--isa`: the depthwise kernel alone on EfficientNet-Lite0's layers, per instruction set.
@@ -41,6 +44,7 @@ struct Args {
     threads: bool,
     latency: bool,
     resize: bool,
+    cpu_time: bool,
 }
 
 fn args() -> Args {
@@ -54,6 +58,7 @@ fn args() -> Args {
         threads: false,
         latency: true,
         resize: false,
+        cpu_time: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -76,6 +81,7 @@ fn args() -> Args {
             "--isa" => a.isa = true,
             "--threads" => a.threads = true,
             "--resize" => a.resize = true,
+            "--cpu-time" => a.cpu_time = true,
             "--no-latency" => a.latency = false,
             other => panic!("unknown argument {other}"),
         }
@@ -129,7 +135,7 @@ struct Ort {
 }
 
 impl Ort {
-    fn start(python: &str, model: &std::path::Path, x: &[f32]) -> Option<Ort> {
+    fn start(python: &str, model: &std::path::Path, x: &[f32], cpu_time: bool) -> Option<Ort> {
         use std::io::BufRead;
         let dir = std::env::temp_dir().join(format!("engine_bench_{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
@@ -139,6 +145,7 @@ impl Ort {
 import sys, time
 import numpy as np, onnxruntime as ort
 model, inp, out = sys.argv[1], sys.argv[2], sys.argv[3]
+clock = time.thread_time if sys.argv[4] == "cpu" else time.perf_counter
 so = ort.SessionOptions()
 so.intra_op_num_threads = 1
 so.inter_op_num_threads = 1
@@ -150,9 +157,9 @@ print(ort.__version__, flush=True)
 for line in sys.stdin:
     if line.strip() == "q":
         break
-    t = time.perf_counter()
+    t = clock()
     y = s.run(None, {name: x})[0]
-    print((time.perf_counter() - t) * 1e3, flush=True)
+    print((clock() - t) * 1e3, flush=True)
 y.astype(np.float32).tofile(out)
 "#;
         let mut child = std::process::Command::new(python)
@@ -161,6 +168,7 @@ y.astype(np.float32).tofile(out)
             .arg(model)
             .arg(dir.join("input.f32"))
             .arg(dir.join("logits.f32"))
+            .arg(if cpu_time { "cpu" } else { "wall" })
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -304,7 +312,8 @@ fn print_profiles(before: &[(String, String, f64)], after: &[(String, String, f6
 
 fn latency_table(a: &Args, x: &[f32]) {
     println!(
-        "## Latency: batch 1, 1 thread, median of {} runs after 10 warm-ups; the three engines take turns of 4 runs (the first of each turn not counted)",
+        "## Latency ({}): batch 1, 1 thread, median of {} runs after 10 warm-ups; the three engines take turns of 4 runs (the first of each turn not counted)",
+        if a.cpu_time { "thread CPU time" } else { "wall time" },
         a.runs.div_ceil(3) * 3
     );
     println!();
@@ -316,14 +325,19 @@ fn latency_table(a: &Args, x: &[f32]) {
         let ours = load(&onnx, true, 1);
         let plain = load(&onnx, false, 1);
         let mut ort = if a.ort {
-            Ort::start(&a.python, &path, x)
+            Ort::start(&a.python, &path, x, a.cpu_time)
         } else {
             None
         };
         let run = |e: &TractEngine| {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), thread_cpu());
             let out = e.run(&SHAPE, x.to_vec()).unwrap();
-            (ms(t.elapsed()), out)
+            let spent = if a.cpu_time {
+                thread_cpu() - c
+            } else {
+                t.elapsed()
+            };
+            (ms(spent), out)
         };
         for _ in 0..10 {
             run(&ours);
