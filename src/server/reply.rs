@@ -1,15 +1,13 @@
 //! Answers and errors as the client receives them.
 //!
-//! Every error body is `{"error": {"code": "...", "message": "..."}}`; library errors keep their
-//! own status and code ([`crate::Error::http_status`], [`crate::Error::code`]), and the few
-//! errors only HTTP can have (timeouts, bad multipart, models still loading) are added here.
-
-use std::io::Cursor;
+//! Every error body is `{"error": {"code": "...", "message": "..."}}` with the status and code
+//! of its [`ServerError`]. Nothing here knows the HTTP library: [`super::dispatch`] writes a
+//! `Reply` out.
 
 use serde::Serialize;
 use serde_json::json;
-use tiny_http::{Header, Response};
 
+use super::error::ServerError;
 use crate::error::Error;
 use crate::models::ModelName;
 use crate::pipeline::Timing;
@@ -46,7 +44,7 @@ impl Reply {
     pub(crate) fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Reply {
         match serde_json::to_vec(value) {
             Ok(body) => Reply::raw_json(status, body),
-            Err(e) => error_reply(&Error::Internal(format!("serialising the answer: {e}"))),
+            Err(e) => error_reply(&Error::Internal(format!("serialising the answer: {e}")).into()),
         }
     }
 
@@ -59,44 +57,14 @@ impl Reply {
         self.retry_after = true;
         self
     }
-
-    /// The tiny_http response: always `Content-Length` (never chunked), one buffer.
-    pub(crate) fn into_response(self, request_id: &str) -> Response<Cursor<Vec<u8>>> {
-        let (head, body) = self.into_head(request_id);
-        let length = body.len();
-        head.with_data(Cursor::new(body), Some(length))
-    }
-
-    /// The status and headers as a body-less response, and the body.
-    pub(crate) fn into_head(self, request_id: &str) -> (Response<std::io::Empty>, Vec<u8>) {
-        let header = |name: &str, value: &str| Header::from_bytes(name, value).ok();
-        let mut response = Response::empty(self.status).with_chunked_threshold(usize::MAX);
-        let headers = [
-            header("Content-Type", self.content_type),
-            header("X-Request-Id", request_id),
-            header("Server", concat!("tagger/", env!("CARGO_PKG_VERSION"))),
-            header("Cache-Control", "no-store"),
-            self.allow.and_then(|a| header("Allow", a)),
-            self.retry_after
-                .then(|| header("Retry-After", "1"))
-                .flatten(),
-        ];
-        for h in headers.into_iter().flatten() {
-            response.add_header(h);
-        }
-        (response, self.body)
-    }
 }
 
 /// The answer to an error: `{"error": {"code", "message"}}` with its status, `Allow` for 405
 /// and `Retry-After` when retrying helps.
-pub(crate) fn error_reply(error: &Error) -> Reply {
+pub(crate) fn error_reply(error: &ServerError) -> Reply {
     let body = json!({ "error": { "code": error.code(), "message": error.to_string() } });
     Reply {
-        allow: match error {
-            Error::MethodNotAllowed(allow) => Some(*allow),
-            _ => None,
-        },
+        allow: error.allow(),
         retry_after: error.retry_later(),
         ..Reply::json(error.http_status(), &body)
     }

@@ -6,11 +6,15 @@
 
 use std::str::FromStr;
 
+use bytes::Bytes;
+
 use serde_json::{json, Value};
 
-use super::body::{self, BodyKind};
+use super::body::{self, BodyInfo, BodyKind};
+use super::error::ServerError;
 use super::reply::Reply;
-use super::{metrics, openapi, State};
+use super::state::State;
+use super::{metrics, openapi};
 use crate::digits::DigitMode;
 use crate::error::Error;
 use crate::image::{DecodeMode, DecodeOptions};
@@ -108,21 +112,15 @@ impl Endpoint {
     }
 }
 
-/// The method as a static string (for labels and logs).
-pub(crate) fn method_name(method: &tiny_http::Method) -> &'static str {
-    use tiny_http::Method::*;
-    match method {
-        Get => "GET",
-        Head => "HEAD",
-        Post => "POST",
-        Put => "PUT",
-        Delete => "DELETE",
-        Connect => "CONNECT",
-        Options => "OPTIONS",
-        Trace => "TRACE",
-        Patch => "PATCH",
-        NonStandard(_) => "OTHER",
-    }
+/// The method as a static string (for labels and logs); extension methods are `OTHER`.
+pub(crate) fn method_name(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("OTHER")
 }
 
 /// Matches `path` against a template; `Some(capture)` on a match.
@@ -144,7 +142,7 @@ fn matches(template: &str, path: &str) -> Option<Option<String>> {
 
 /// Finds the route; 404 when no path matches, 405 (with `Allow`) when the method does not.
 /// The template comes back in both cases (`unmatched` for a 404), for the metrics.
-pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoint, Error>) {
+pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoint, ServerError>) {
     for spec in ROUTES {
         let Some(capture) = matches(spec.path, path) else {
             continue;
@@ -153,7 +151,7 @@ pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoin
         let allowed = spec.methods.contains(&method) || (get && method == "HEAD");
         if !allowed {
             let allow = if get { "GET, HEAD" } else { "POST" };
-            return (spec.path, Err(Error::MethodNotAllowed(allow).into()));
+            return (spec.path, Err(ServerError::MethodNotAllowed(allow)));
         }
         let name = capture.unwrap_or_default();
         let endpoint = match spec.path {
@@ -170,7 +168,7 @@ pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoin
         };
         return (spec.path, Ok(endpoint));
     }
-    ("unmatched", Err(Error::NotFound(path.to_string()).into()))
+    ("unmatched", Err(ServerError::NotFound(path.to_string())))
 }
 
 /// Decodes `%XX` escapes and `+` (as a space, query-string style).
@@ -315,17 +313,17 @@ fn digits_work(state: &State, query: &Query) -> Result<Work, Error> {
 }
 
 /// Checks everything that can be checked before reading the body: readiness, query, model,
-/// media type, declared length. Runs on the dispatcher: no I/O.
+/// media type, declared length. No I/O.
 pub(crate) fn prepare(
     state: &State,
     endpoint: &Endpoint,
     query: &str,
-    request: &tiny_http::Request,
-) -> Result<Job, Error> {
+    body: &BodyInfo<'_>,
+) -> Result<Job, ServerError> {
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(Error::Draining.into());
+        return Err(ServerError::Draining);
     }
-    let models = state.models.get().ok_or(Error::NotReady)?;
+    let models = state.models.get().ok_or(ServerError::NotReady)?;
     let query = Query::parse(query)?;
     let work = match endpoint {
         Endpoint::Tags => {
@@ -365,27 +363,33 @@ pub(crate) fn prepare(
         }
         other => unreachable!("{other:?} is not an inference route"),
     };
-    let body = body::kind(request)?;
-    body::check_declared_length(request, state.config.max_body_bytes)?;
-    Ok(Job { work, body })
+    let kind = body::kind(body)?;
+    body::check_declared_length(body, state.config.max_body_bytes)?;
+    Ok(Job { work, body: kind })
 }
 
-/// Runs the model (on a worker thread).
-pub(crate) fn infer(models: &Models, job: &Job, bytes: &[u8]) -> Result<Reply, Error> {
+/// Runs the model over the whole request body (on a worker thread).
+pub(crate) fn infer(state: &State, job: &Job, body: Bytes) -> Result<Reply, ServerError> {
+    let models: &Models = state.models.get().ok_or(ServerError::NotReady)?;
+    let image = body::image_bytes(body, &job.body)?;
     match &job.work {
         Work::Tags { model, options } => {
-            let answer = pipeline::classify(models, *model, bytes, options)?;
+            let answer = pipeline::classify(models, *model, &image, options)?;
             Ok(Reply::json(200, &answer).with_stages(answer.model, answer.timing_ms))
         }
         Work::Digits { mode, decode } => {
-            let answer = pipeline::read_digit(models, bytes, *mode, decode)?;
+            let answer = pipeline::read_digit(models, &image, *mode, decode)?;
             Ok(Reply::json(200, &answer).with_stages(answer.model, answer.timing_ms))
         }
     }
 }
 
 /// Answers the cheap routes (no model run).
-pub(crate) fn cheap(state: &State, endpoint: &Endpoint, _query: &str) -> Result<Reply, Error> {
+pub(crate) fn cheap(
+    state: &State,
+    endpoint: &Endpoint,
+    _query: &str,
+) -> Result<Reply, ServerError> {
     match endpoint {
         Endpoint::Healthz => Ok(Reply::json(
             200,
@@ -415,7 +419,7 @@ pub(crate) fn cheap(state: &State, endpoint: &Endpoint, _query: &str) -> Result<
         )),
         Endpoint::OpenApi => Ok(Reply::raw_json(200, openapi::document(state))),
         Endpoint::Models => {
-            let models = state.models.get().ok_or(Error::NotReady)?;
+            let models = state.models.get().ok_or(ServerError::NotReady)?;
             let list: Vec<Value> = models.all().iter().map(|m| model_json(models, m)).collect();
             Ok(Reply::json(
                 200,
@@ -423,7 +427,7 @@ pub(crate) fn cheap(state: &State, endpoint: &Endpoint, _query: &str) -> Result<
             ))
         }
         Endpoint::Model(name) => {
-            let models = state.models.get().ok_or(Error::NotReady)?;
+            let models = state.models.get().ok_or(ServerError::NotReady)?;
             let model = models.get(ModelName::from_str(name)?)?;
             Ok(Reply::json(200, &model_json(models, model)))
         }
@@ -478,9 +482,14 @@ mod tests {
         assert_eq!(resolve("HEAD", "/healthz").1.unwrap(), Endpoint::Healthz);
         let (route, e) = resolve("GET", "/v1/tags");
         let e = e.unwrap_err();
-        assert_eq!((route, e), ("/v1/tags", Error::MethodNotAllowed("POST")));
+        assert_eq!(
+            (route, e),
+            ("/v1/tags", ServerError::MethodNotAllowed("POST"))
+        );
         let e = resolve("DELETE", "/v1/models").1.unwrap_err();
-        assert_eq!(e, Error::MethodNotAllowed("GET, HEAD"));
+        assert_eq!(e, ServerError::MethodNotAllowed("GET, HEAD"));
+        assert_eq!(method_name("PATCH"), "PATCH");
+        assert_eq!(method_name("BREW"), "OTHER");
         for path in ["/v1/models/", "/nope", "/v1/tags/x", "/"] {
             let (route, e) = resolve("GET", path);
             assert_eq!(
