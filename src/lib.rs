@@ -21,9 +21,7 @@ mod bench;
 mod catalog;
 mod healthcheck;
 mod score;
-// Still public until `serve`'s flags resolve in the command-line layer (tests/server.rs reads
-// its route table).
-pub mod server;
+mod server;
 
 // The command-line layer: the binary's only way in.
 pub mod cli;

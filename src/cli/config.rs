@@ -5,16 +5,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::args::{BenchArgs, HealthcheckArgs, ModelsArgs, ScoreArgs};
+use super::args::{BenchArgs, HealthcheckArgs, ModelsArgs, ScoreArgs, ServeArgs};
 use super::settings::{
     at_least_one, available_cores, optional_setting, setting, socket_addr, switch,
 };
 use super::CliError;
-use crate::image::DecodeOptions;
+use crate::image::{DecodeMode, DecodeOptions};
 use crate::models::{choose_tags_model, embedded_manifests, ModelName};
 use crate::pipeline::{self, ClassifyOptions};
 use crate::score::{OutputFormat, Shard};
-use crate::{bench, catalog, healthcheck, score};
+use crate::{bench, catalog, healthcheck, score, server};
 
 /// Where `serve` listens and `healthcheck` probes when neither `--addr` nor `TAGGER_ADDR` says.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -28,6 +28,56 @@ pub fn tags_model(flag: Option<ModelName>) -> Result<Option<ModelName>, CliError
     let manifests = embedded_manifests()?;
     choose_tags_model(&manifests.iter().collect::<Vec<_>>(), Some(name))?;
     Ok(Some(name))
+}
+
+/// A number of seconds as a limit; 0: none.
+fn seconds(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+impl ServeArgs {
+    /// `serve`'s settings.
+    pub fn resolve(self) -> Result<server::Config, CliError> {
+        let addr = setting(self.addr, "TAGGER_ADDR", DEFAULT_ADDR.to_string())?;
+        let timeout =
+            |flag: Option<u64>, env: &str, default: u64| setting(flag, env, default).map(seconds);
+        let defaults = DecodeOptions::default();
+        Ok(server::Config {
+            addr: socket_addr("addr", &addr)?,
+            workers: at_least_one(
+                setting(self.workers, "TAGGER_WORKERS", available_cores())?,
+                "workers",
+            )?,
+            inference_threads: at_least_one(
+                setting(self.inference_threads, "TAGGER_INFERENCE_THREADS", 1)?,
+                "inference-threads",
+            )?,
+            queue_depth: setting(self.queue_depth, "TAGGER_QUEUE_DEPTH", 64)?,
+            max_body_bytes: at_least_one(
+                setting(self.max_body_bytes, "TAGGER_MAX_BODY_BYTES", 20 << 20)?,
+                "max-body-bytes",
+            )?,
+            max_pixels: at_least_one(
+                setting(self.max_pixels, "TAGGER_MAX_PIXELS", defaults.max_pixels)?,
+                "max-pixels",
+            )?,
+            read_timeout: timeout(self.read_timeout_secs, "TAGGER_READ_TIMEOUT_SECS", 30)?,
+            write_timeout: timeout(self.write_timeout_secs, "TAGGER_WRITE_TIMEOUT_SECS", 30)?,
+            header_timeout: timeout(self.header_timeout_secs, "TAGGER_HEADER_TIMEOUT_SECS", 10)?,
+            keep_alive: timeout(self.keep_alive_secs, "TAGGER_KEEP_ALIVE_SECS", 15)?,
+            max_connections: at_least_one(
+                setting(
+                    self.max_connections,
+                    "TAGGER_MAX_CONNECTIONS",
+                    server::default_max_connections(),
+                )?,
+                "max-connections",
+            )?,
+            drain: Duration::from_secs(setting(self.drain_secs, "TAGGER_DRAIN_SECS", 25)?),
+            tags_model: tags_model(self.tags_model)?,
+            decode: setting(self.decode, "TAGGER_DECODE", DecodeMode::default())?,
+        })
+    }
 }
 
 impl ScoreArgs {

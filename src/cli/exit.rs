@@ -45,6 +45,12 @@ impl From<crate::Error> for CliError {
     }
 }
 
+impl From<crate::server::Failure> for CliError {
+    fn from(e: crate::server::Failure) -> Self {
+        CliError::Failure(e.0)
+    }
+}
+
 impl From<crate::score::Error> for CliError {
     fn from(e: crate::score::Error) -> Self {
         match e {

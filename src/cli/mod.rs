@@ -18,10 +18,7 @@ use argh::FromArgs;
 
 use args::{Args, Command};
 
-// `serve` still resolves its own flags (server::Config::from_args) with the crate-visible ones.
-pub(crate) use args::ServeArgs;
-pub(crate) use exit::{CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-pub(crate) use settings::{available_cores, optional_setting, setting};
+use exit::{CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
 /// Runs the process's command line; returns the exit code.
 pub fn main() -> i32 {
@@ -54,7 +51,10 @@ fn run(args: Args) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32, CliError> {
     match command {
-        Command::Serve(args) => crate::server::Config::from_args(args).and_then(crate::server::run),
+        Command::Serve(args) => {
+            crate::server::run(args.resolve()?)?;
+            Ok(EXIT_OK)
+        }
         Command::Score(args) => Ok(exit::score_code(crate::score::run(args.resolve()?)?)),
         Command::Healthcheck(args) => match crate::healthcheck::run(&args.resolve()?) {
             Ok(()) => Ok(EXIT_OK),

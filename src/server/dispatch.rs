@@ -25,7 +25,7 @@ use super::reply::{error_reply, Reply};
 use super::routes::{self, Endpoint};
 use super::state::State;
 use super::transport::ConnState;
-use crate::cli::CliError;
+use super::Failure;
 
 /// An unwanted body (a request answered with an error before its body was read) is read and
 /// thrown away up to this size, so that the connection can serve its next request; a longer
@@ -40,7 +40,7 @@ pub(crate) struct Pools {
 }
 
 impl Pools {
-    pub(crate) fn new(workers: usize) -> Result<Pools, CliError> {
+    pub(crate) fn new(workers: usize) -> Result<Pools, Failure> {
         let worker = rayon::ThreadPoolBuilder::new()
             .num_threads(workers)
             .thread_name(|i| format!("tagger-worker-{i}"))
@@ -48,7 +48,7 @@ impl Pools {
             // aborting.
             .panic_handler(|_| log::error!("a job panicked outside its handler"))
             .build()
-            .map_err(|e| CliError::Failure(format!("starting the worker pool: {e}")))?;
+            .map_err(|e| Failure(format!("starting the worker pool: {e}")))?;
         Ok(Pools { worker })
     }
 }

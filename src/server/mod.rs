@@ -36,18 +36,26 @@ mod tests;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cli::CliError;
-
+pub(crate) use config::default_max_connections;
 pub use config::Config;
-pub use routes::{RouteSpec, ROUTES};
+
+/// Why the server could not start or keep serving (the command line exits 1).
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Runs the server until SIGTERM/SIGINT and the drain; returns the exit code.
-pub fn run(config: Config) -> Result<i32, CliError> {
+pub fn run(config: Config) -> Result<(), Failure> {
     let exec = Instant::now();
     let shutdown = shutdown::Shutdown::install()
-        .map_err(|e| CliError::Failure(format!("installing signal handlers: {e}")))?;
+        .map_err(|e| Failure(format!("installing signal handlers: {e}")))?;
     let listener = transport::bind(config.addr)
-        .map_err(|e| CliError::Failure(format!("cannot listen on {}: {e}", config.addr)))?;
+        .map_err(|e| Failure(format!("cannot listen on {}: {e}", config.addr)))?;
     let state = Arc::new(state::State::new(config, shutdown.flag()));
     loader::spawn_loader(state.clone(), exec);
     transport::serve(state, listener, &shutdown)

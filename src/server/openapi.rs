@@ -37,7 +37,7 @@ pub(crate) fn parsed() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::ROUTES;
+    use crate::server::routes::ROUTES;
     use std::collections::BTreeSet;
 
     /// Query parameter names of one operation, `$ref`s resolved.

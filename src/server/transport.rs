@@ -38,7 +38,7 @@ use super::dispatch::{self, Pools};
 use super::notify;
 use super::shutdown::Shutdown;
 use super::state::State;
-use crate::cli::{CliError, EXIT_OK};
+use super::Failure;
 
 /// Largest request head (request line and headers); beyond it hyper answers 431.
 const MAX_HEAD_BYTES: usize = 16 << 10;
@@ -67,13 +67,13 @@ pub(crate) fn serve(
     state: Arc<State>,
     listener: std::net::TcpListener,
     shutdown: &Shutdown,
-) -> Result<i32, CliError> {
+) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .thread_name("tagger-io")
         .build()
-        .map_err(|e| CliError::Failure(format!("starting the I/O runtime: {e}")))?;
+        .map_err(|e| Failure(format!("starting the I/O runtime: {e}")))?;
     let pools = Arc::new(Pools::new(state.config.workers)?);
     runtime.block_on(run(state, pools, listener, shutdown))
 }
@@ -83,8 +83,8 @@ async fn run(
     pools: Arc<Pools>,
     listener: std::net::TcpListener,
     shutdown: &Shutdown,
-) -> Result<i32, CliError> {
-    let failure = |e: io::Error| CliError::Failure(format!("listener: {e}"));
+) -> Result<(), Failure> {
+    let failure = |e: io::Error| Failure(format!("listener: {e}"));
     let listener = TcpListener::from_std(listener).map_err(failure)?;
     let local = listener.local_addr().map_err(failure)?;
     let config = &state.config;
@@ -127,7 +127,7 @@ async fn run(
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(e) = failed {
-            return Err(CliError::Failure(format!("loading the models: {e}")));
+            return Err(Failure(format!("loading the models: {e}")));
         }
     }
 
@@ -157,7 +157,7 @@ async fn run(
     } else {
         log::warn!("drain deadline passed with {unanswered} request(s) unanswered: exiting");
     }
-    Ok(EXIT_OK)
+    Ok(())
 }
 
 /// Accepts until told to stop; then drops (closes) the listener.
