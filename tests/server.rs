@@ -227,13 +227,16 @@ fn tags_digits_models_health_docs_and_metrics() {
     // Metrics after all this.
     let r = server.get("/metrics");
     assert_eq!(r.status, 200);
-    assert!(r.header("Content-Type").unwrap().starts_with("text/plain"));
+    assert!(r
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
     let text = r.text();
     for needle in [
         "tagger_requests_total{route=\"/v1/tags\",method=\"POST\",status=\"200\"}",
         "tagger_requests_total{route=\"/v1/digits\",method=\"POST\",status=\"200\"}",
         "tagger_requests_total{route=\"/v1/models/{name}/predict\",method=\"OPTIONS\",status=\"405\"}",
-        "tagger_request_duration_seconds_bucket{route=\"/v1/tags\",le=\"+Inf\"}",
+        "tagger_request_duration_seconds_bucket{le=\"+Inf\",route=\"/v1/tags\"}",
         "tagger_stage_duration_seconds_count{stage=\"inference\",model=\"efficientnet_lite0\"}",
         "tagger_stage_duration_seconds_count{stage=\"decode\",model=\"digits\"}",
         "tagger_requests_in_flight 0",

@@ -1,71 +1,183 @@
-//! `/metrics` in the Prometheus text format (0.0.4), written by hand: a few counters and
-//! histograms behind one mutex, touched once per request.
+//! `/metrics`: the Prometheus project's `prometheus-client` keeps the counters, gauges and
+//! histograms and writes the OpenMetrics text format; the gauges that describe the server's
+//! state now (queue, readiness, connections, memory) are read from it at each scrape.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
 use super::state::State;
-use crate::models::{ModelName, Weights};
+use crate::models::ModelName;
 use crate::pipeline::Timing;
+
+/// What `/metrics` answers with.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds (seconds) of the histogram buckets; `+Inf` is implied.
 const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-#[derive(Default, Clone)]
-struct Histogram {
-    /// Non-cumulative counts per bucket; the last slot is `+Inf`.
-    counts: [u64; BUCKETS.len() + 1],
-    sum: f64,
-    count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: &'static str,
+    status: u16,
 }
 
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        let slot = BUCKETS
-            .iter()
-            .position(|&b| seconds <= b)
-            .unwrap_or(BUCKETS.len());
-        self.counts[slot] += 1;
-        self.sum += seconds;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (i, count) in self.counts.iter().enumerate() {
-            cumulative += count;
-            let le = BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
-        }
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
+    model: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: &'static str,
+    task: &'static str,
+    weights: &'static str,
+    default_tags: &'static str,
+    sha256: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Gauges set from the server's state at each scrape.
 #[derive(Default)]
-struct Inner {
-    /// (route, method, status) -> count.
-    requests: BTreeMap<(&'static str, &'static str, u16), u64>,
-    /// route -> request latency.
-    latency: BTreeMap<&'static str, Histogram>,
-    /// (stage, model) -> stage latency.
-    stages: BTreeMap<(&'static str, ModelName), Histogram>,
+struct Now {
+    in_flight: Gauge,
+    queue_depth: Gauge,
+    queue_capacity: Gauge,
+    workers: Gauge,
+    ready: Gauge,
+    draining: Gauge,
+    open_connections: Gauge,
+    refused_connections: Counter,
+    evicted_connections: Counter,
+    resident_bytes: Gauge,
+    start_time: Gauge<f64, AtomicU64>,
+    model_info: Family<ModelLabels, Gauge>,
 }
 
-/// The server's counters.
-#[derive(Default)]
+/// The server's metrics.
 pub(crate) struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Histograms<RouteLabels>,
+    stages: Histograms<StageLabels>,
+    now: Now,
 }
 
 impl Metrics {
     pub(crate) fn new() -> Metrics {
-        Metrics::default()
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: Histograms<RouteLabels> = Family::new_with_constructor(histogram);
+        let stages: Histograms<StageLabels> = Family::new_with_constructor(histogram);
+        let now = Now::default();
+        registry.register(
+            "tagger_requests",
+            "Requests answered, by route template, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "tagger_request_duration_seconds",
+            "Time from receiving a request to its answer being ready, by route",
+            latency.clone(),
+        );
+        registry.register(
+            "tagger_stage_duration_seconds",
+            "Time per pipeline stage (decode, preprocess, inference) of successful inferences, \
+             by model",
+            stages.clone(),
+        );
+        let gauges: [(&str, &str, &Gauge); 8] = [
+            (
+                "tagger_requests_in_flight",
+                "Inference requests running on a worker now",
+                &now.in_flight,
+            ),
+            (
+                "tagger_queue_depth",
+                "Inference requests admitted and not yet on a worker (body upload or waiting)",
+                &now.queue_depth,
+            ),
+            (
+                "tagger_queue_capacity",
+                "Inference requests admitted at most at once (workers + queue depth); beyond \
+                 it: 503",
+                &now.queue_capacity,
+            ),
+            (
+                "tagger_workers",
+                "Worker threads (requests inferred side by side)",
+                &now.workers,
+            ),
+            (
+                "tagger_ready",
+                "1 when the models are loaded and the server is not draining",
+                &now.ready,
+            ),
+            ("tagger_draining", "1 after SIGTERM/SIGINT", &now.draining),
+            (
+                "tagger_open_connections",
+                "Client connections held open now (capped by --max-connections)",
+                &now.open_connections,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory of the process",
+                &now.resident_bytes,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+        registry.register(
+            "tagger_connections_refused",
+            "Connections closed at once at the cap because every open connection carried a \
+             request",
+            now.refused_connections.clone(),
+        );
+        registry.register(
+            "tagger_connections_evicted",
+            "Idle or half-sent connections closed at the cap to make room for a new one",
+            now.evicted_connections.clone(),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch",
+            now.start_time.clone(),
+        );
+        registry.register(
+            "tagger_model_info",
+            "Loaded models: task, weights (official or stand-in), whether it serves /v1/tags by \
+             default, ONNX sha256",
+            now.model_info.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            stages,
+            now,
+        }
     }
 
     /// Counts one answered request.
@@ -77,12 +189,15 @@ impl Metrics {
         elapsed: Duration,
         stages: Option<(ModelName, Timing)>,
     ) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *inner.requests.entry((route, method, status)).or_default() += 1;
-        inner
-            .latency
-            .entry(route)
-            .or_default()
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { route })
             .observe(elapsed.as_secs_f64());
         if let Some((model, t)) = stages {
             for (stage, ms) in [
@@ -90,10 +205,11 @@ impl Metrics {
                 ("preprocess", t.preprocess),
                 ("inference", t.inference),
             ] {
-                inner
-                    .stages
-                    .entry((stage, model))
-                    .or_default()
+                self.stages
+                    .get_or_create(&StageLabels {
+                        stage,
+                        model: model.name(),
+                    })
                     .observe(ms / 1e3);
             }
         }
@@ -106,154 +222,61 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
-/// The whole exposition.
+fn as_gauge(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
+/// Brings the state gauges up to date and writes the whole exposition.
 pub(crate) fn render(state: &State) -> String {
-    let mut out = String::with_capacity(8 << 10);
-    let (requests, latency, stages) = {
-        let inner = state
-            .metrics
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        (
-            inner.requests.clone(),
-            inner.latency.clone(),
-            inner.stages.clone(),
-        )
-    };
-
-    out.push_str(
-        "# HELP tagger_requests_total Requests answered, by route template, method and status.\n",
-    );
-    out.push_str("# TYPE tagger_requests_total counter\n");
-    for ((route, method, status), n) in &requests {
-        let _ = writeln!(
-            out,
-            "tagger_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
-        );
-    }
-
-    out.push_str("# HELP tagger_request_duration_seconds Time from receiving a request to its answer being ready, by route.\n");
-    out.push_str("# TYPE tagger_request_duration_seconds histogram\n");
-    for (route, h) in &latency {
-        h.render(
-            &mut out,
-            "tagger_request_duration_seconds",
-            &format!("route=\"{route}\""),
-        );
-    }
-
-    out.push_str("# HELP tagger_stage_duration_seconds Time per pipeline stage (decode, preprocess, inference) of successful inferences, by model.\n");
-    out.push_str("# TYPE tagger_stage_duration_seconds histogram\n");
-    for ((stage, model), h) in &stages {
-        h.render(
-            &mut out,
-            "tagger_stage_duration_seconds",
-            &format!("stage=\"{stage}\",model=\"{model}\""),
-        );
-    }
-
+    let now = &state.metrics.now;
     let admitted = state.admitted.load(Ordering::SeqCst);
     let running = state.running.load(Ordering::SeqCst);
-    let gauges: [(&str, &str, String); 8] = [
-        (
-            "tagger_requests_in_flight",
-            "Inference requests running on a worker now.",
-            running.to_string(),
-        ),
-        (
-            "tagger_queue_depth",
-            "Inference requests admitted and not yet on a worker (body upload or waiting).",
-            admitted.saturating_sub(running).to_string(),
-        ),
-        (
-            "tagger_queue_capacity",
-            "Inference requests admitted at most at once (workers + queue depth); beyond it: 503.",
-            state.capacity().to_string(),
-        ),
-        (
-            "tagger_workers",
-            "Worker threads (requests inferred side by side).",
-            state.config.workers.to_string(),
-        ),
-        (
-            "tagger_ready",
-            "1 when the models are loaded and the server is not draining.",
-            u8::from(state.ready()).to_string(),
-        ),
-        (
-            "tagger_draining",
-            "1 after SIGTERM/SIGINT.",
-            u8::from(state.draining.load(Ordering::SeqCst)).to_string(),
-        ),
-        (
-            "tagger_open_connections",
-            "Client connections held open now (capped by --max-connections).",
-            state.open_connections.load(Ordering::SeqCst).to_string(),
-        ),
-        (
-            "process_resident_memory_bytes",
-            "Resident memory of the process.",
-            resident_bytes().unwrap_or(0).to_string(),
-        ),
-    ];
-    for (name, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    }
-    for (name, help, value) in [
-        (
-            "tagger_connections_refused_total",
-            "Connections closed at once at the cap because every open connection carried a request.",
-            state.refused_connections.load(Ordering::SeqCst),
-        ),
-        (
-            "tagger_connections_evicted_total",
-            "Idle or half-sent connections closed at the cap to make room for a new one.",
-            state.evicted_connections.load(Ordering::SeqCst),
-        ),
+    now.in_flight.set(as_gauge(running));
+    now.queue_depth
+        .set(as_gauge(admitted.saturating_sub(running)));
+    now.queue_capacity.set(as_gauge(state.capacity()));
+    now.workers.set(as_gauge(state.config.workers));
+    now.ready.set(i64::from(state.ready()));
+    now.draining
+        .set(i64::from(state.draining.load(Ordering::SeqCst)));
+    now.open_connections
+        .set(as_gauge(state.open_connections.load(Ordering::SeqCst)));
+    now.resident_bytes
+        .set(as_gauge(resident_bytes().unwrap_or(0)));
+    // Counters only go up: catch up with the totals the transport keeps.
+    for (counter, total) in [
+        (&now.refused_connections, &state.refused_connections),
+        (&now.evicted_connections, &state.evicted_connections),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
+        let total = total.load(Ordering::SeqCst);
+        counter.inc_by(total.saturating_sub(counter.get()));
     }
     let start = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64()
         - state.started.elapsed().as_secs_f64();
-    let _ = writeln!(
-        out,
-        "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n\
-         # TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {start:.3}"
-    );
-
-    out.push_str("# HELP tagger_model_info Loaded models: task, weights (official or stand-in), whether it serves /v1/tags by default, ONNX sha256.\n");
-    out.push_str("# TYPE tagger_model_info gauge\n");
+    now.start_time.set((start * 1e3).round() / 1e3);
     if let Some(models) = state.models.get() {
         for model in models.all() {
             let m = &model.manifest;
-            let weights = match m.weights {
-                Weights::Official => "official",
-                Weights::StandIn => "stand-in",
+            let labels = ModelLabels {
+                model: m.name.name(),
+                task: m.task.name(),
+                weights: m.weights.name(),
+                default_tags: if m.name == models.default_tags() {
+                    "true"
+                } else {
+                    "false"
+                },
+                sha256: m.onnx.sha256.clone(),
             };
-            let task = serde_json::to_value(m.task)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "tagger_model_info{{model=\"{}\",task=\"{task}\",weights=\"{weights}\",\
-                 default_tags=\"{}\",sha256=\"{}\"}} 1",
-                m.name,
-                m.name == models.default_tags(),
-                m.onnx.sha256
-            );
+            now.model_info.get_or_create(&labels).set(1);
         }
     }
+    let mut out = String::with_capacity(8 << 10);
+    // Writing to a String cannot fail.
+    let _ = encode(&mut out, &state.metrics.registry);
     out
 }
 
@@ -262,17 +285,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
-        let mut h = Histogram::default();
-        h.observe(0.002);
-        h.observe(0.002);
-        h.observe(100.0);
+    fn counters_and_cumulative_buckets_in_openmetrics_text() {
+        let metrics = Metrics::new();
+        metrics.observe("/v1/tags", "POST", 200, Duration::from_millis(2), None);
+        metrics.observe("/v1/tags", "POST", 200, Duration::from_secs(100), None);
         let mut out = String::new();
-        h.render(&mut out, "x", "a=\"b\"");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"0.001\"} 0\n"), "{out}");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"0.0025\"} 2\n"), "{out}");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"30\"} 2\n"), "{out}");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3\n"), "{out}");
-        assert!(out.contains("x_count{a=\"b\"} 3\n"), "{out}");
+        encode(&mut out, &metrics.registry).unwrap();
+        for line in [
+            "# TYPE tagger_requests counter\n",
+            "tagger_requests_total{route=\"/v1/tags\",method=\"POST\",status=\"200\"} 2\n",
+            "tagger_request_duration_seconds_bucket{le=\"0.001\",route=\"/v1/tags\"} 0\n",
+            "tagger_request_duration_seconds_bucket{le=\"0.0025\",route=\"/v1/tags\"} 1\n",
+            "tagger_request_duration_seconds_bucket{le=\"30.0\",route=\"/v1/tags\"} 1\n",
+            "tagger_request_duration_seconds_bucket{le=\"+Inf\",route=\"/v1/tags\"} 2\n",
+            "tagger_request_duration_seconds_count{route=\"/v1/tags\"} 2\n",
+        ] {
+            assert!(out.contains(line), "no {line:?} in\n{out}");
+        }
+        assert!(out.ends_with("# EOF\n"), "{out}");
     }
 }

@@ -416,7 +416,7 @@ pub(crate) fn cheap(
         }
         Endpoint::Metrics => Ok(Reply::text(
             200,
-            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::CONTENT_TYPE,
             metrics::render(state).into_bytes(),
         )),
         Endpoint::OpenApi => Ok(Reply::raw_json(200, openapi::document(state))),
