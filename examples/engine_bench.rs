@@ -709,7 +709,7 @@ fn thread_cpu() -> Duration {
 }
 
 fn resize_bench(runs: usize) {
-    use tagger::image_io::RgbImage;
+    use tagger::image::RgbPixels as RgbImage;
     use tagger::preprocess::{ImagePreprocess, Normalize};
     // Smooth content with noise on top, so no tap multiplies a constant.
     let photo = |w: usize, h: usize| {
