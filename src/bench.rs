@@ -177,7 +177,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
                 let rgb: RgbImage = decode(DIGIT_PNG, &DecodeOptions::default())
                     .map_err(failure)?
                     .rgb;
-                for mode in [DigitMode::Default, DigitMode::Plain] {
+                for mode in [DigitMode::Auto, DigitMode::Plain] {
                     figures.push(time(
                         format!(
                             "digits: decode + preprocess ({}) + inference + probabilities",

@@ -527,7 +527,7 @@ fn digits_model_reads_the_evaluation_pictures() {
         let expected = tagger::read_digit(
             &models,
             &bytes,
-            tagger::digits::DigitMode::Default,
+            tagger::digits::DigitMode::Auto,
             &tagger::image_io::DecodeOptions::default(),
         )
         .unwrap();

@@ -43,7 +43,13 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_sp
 from sklearn.svm import SVC  # noqa: E402
 
 import export_common as ec  # noqa: E402
-from reference import sha256_file  # noqa: E402
+
+def sha256_file(path: str) -> str:
+    """(models/reference.py has the same, but importing it needs torch.)"""
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
 
 GRID = {"C": [1.0, 3.0, 10.0, 30.0], "gamma": [0.0005, 0.001, 0.002]}
 MIN_HELDOUT_ACC = 0.98

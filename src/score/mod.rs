@@ -136,6 +136,8 @@ pub struct Config {
     pub shard: Shard,
     /// Walk sub-folders.
     pub recursive: bool,
+    /// How the digits model reads pictures.
+    pub digits_preprocess: DigitMode,
 }
 
 impl Config {
@@ -177,6 +179,11 @@ impl Config {
             output: cli::optional_setting(args.output, "TAGGER_OUTPUT")?.map(PathBuf::from),
             shard: cli::setting(args.shard, "TAGGER_SHARD", Shard::ALL)?,
             recursive: !no_recursive,
+            digits_preprocess: cli::setting(
+                args.digits_preprocess,
+                "TAGGER_DIGITS_PREPROCESS",
+                DigitMode::Auto,
+            )?,
         })
     }
 }
@@ -249,6 +256,7 @@ pub fn run(args: ScoreArgs) -> Result<i32, CliError> {
         models,
         task,
         classify: config.classify,
+        digits_preprocess: config.digits_preprocess,
         cancel: AtomicBool::new(false),
     });
     progress.clear();
@@ -328,6 +336,7 @@ struct Context {
     models: Models,
     task: Task,
     classify: ClassifyOptions,
+    digits_preprocess: DigitMode,
     /// Set when the run ends early: queued files are not scored.
     cancel: AtomicBool,
 }
@@ -444,8 +453,10 @@ fn score_one(context: &Context, entry: &Entry) -> Outcome {
         Task::Tags(model) => {
             pipeline::classify(&context.models, model, &bytes, &context.classify).map(Outcome::Tags)
         }
-        Task::Digits => pipeline::read_digit(&context.models, &bytes, DigitMode::Default, decode)
-            .map(Outcome::Digit),
+        Task::Digits => {
+            pipeline::read_digit(&context.models, &bytes, context.digits_preprocess, decode)
+                .map(Outcome::Digit)
+        }
     };
     result.unwrap_or_else(|e| Outcome::Failed(e.into()))
 }
