@@ -35,7 +35,7 @@ fn weights(upscale: Upscale, n: usize, x: usize) -> [f64; N] {
     let mut row = [0.0; N];
     match upscale {
         Upscale::Nearest => {
-            if ((2 * x + 1) * N) % (2 * n) != 0 {
+            if !((2 * x + 1) * N).is_multiple_of(2 * n) {
                 row[(2 * x + 1) * N / (2 * n)] = 1.0;
             }
         }
@@ -46,8 +46,8 @@ fn weights(upscale: Upscale, n: usize, x: usize) -> [f64; N] {
             let hi = ((center + 1.5) as i64).min(N as i64) as usize;
             let tri = |k: usize| (1.0 - (k as f64 - center + 0.5).abs()).max(0.0);
             let total: f64 = (lo..hi).map(tri).sum();
-            for k in lo..hi {
-                row[k] = tri(k) / total;
+            for (k, weight) in row.iter_mut().enumerate().take(hi).skip(lo) {
+                *weight = tri(k) / total;
             }
         }
     }
@@ -97,9 +97,9 @@ fn pseudo_inverse(a: &[[f64; N]]) -> Option<Vec<[f64; N]>> {
 }
 
 /// The best 8x8 grid under `upscale` and the error of the picture rebuilt from it (99th
-/// percentile of |picture - rebuilt|), or `None` when that upscaler cannot make a picture of
-/// this size.
-fn fit(dark: &Grey, upscale: Upscale) -> Option<(f64, [[f64; N]; N])> {
+/// percentile and mean of |picture - rebuilt|), or `None` when that upscaler cannot make a
+/// picture of this size.
+fn fit(dark: &Grey, upscale: Upscale) -> Option<Fit> {
     let (w, h) = (dark.width, dark.height);
     let ay: Vec<[f64; N]> = (0..h).map(|y| weights(upscale, h, y)).collect();
     let ax: Vec<[f64; N]> = (0..w).map(|x| weights(upscale, w, x)).collect();
@@ -129,13 +129,30 @@ fn fit(dark: &Grey, upscale: Upscale) -> Option<(f64, [[f64; N]; N])> {
             errors.push((dark.at(x, y) - rebuilt).abs());
         }
     }
-    (!errors.is_empty()).then(|| (sorted_at(&errors, 0.99), grid))
+    let rows = |m: &[[f64; N]]| m.iter().filter(|r| used(r)).count();
+    (!errors.is_empty()).then(|| Fit {
+        p99: sorted_at(&errors, 0.99),
+        mean: errors.iter().sum::<f64>() / errors.len() as f64,
+        determined: rows(&ay) <= N || rows(&ax) <= N,
+        grid,
+    })
 }
 
-/// How far `image` is from an upscaled 8x8 grid (the least rebuild error over the upscalers,
-/// as a share of the contrast: 1st to 99th percentile of darkness, at least 0.05), and the
-/// grid of the best upscaler. `None` for pictures of 8 pixels or fewer on a side (grids as
-/// they are).
+/// One upscaler's fit: its errors and its grid.
+struct Fit {
+    p99: f64,
+    mean: f64,
+    /// No more pixels than unknowns along an axis (Pillow's nearest at 9-15 px, its edge rows
+    /// left out): any picture fits exactly, so the error says nothing about the grid.
+    determined: bool,
+    grid: [[f64; N]; N],
+}
+
+/// How far `image` is from an upscaled 8x8 grid (the least 99th-percentile rebuild error over
+/// the upscalers, as a share of the contrast: 1st to 99th percentile of darkness, at least
+/// 0.05), and the grid of the upscaler that rebuilds it best on average (near 8 px a nearest
+/// fit leaves edge rows out and can win on the percentile with the wrong grid). `None` for
+/// pictures of 8 pixels or fewer on a side (grids as they are).
 fn best_fit(image: &RgbImage) -> Option<(f64, [[f64; N]; N])> {
     let image = limited(image);
     if image.width <= N || image.height <= N {
@@ -143,11 +160,16 @@ fn best_fit(image: &RgbImage) -> Option<(f64, [[f64; N]; N])> {
     }
     let dark = darkness_map(&image);
     let contrast = (sorted_at(&dark.data, 0.99) - sorted_at(&dark.data, 0.01)).max(0.05);
-    [Upscale::Nearest, Upscale::NearestFloor, Upscale::Bilinear]
+    let fits: Vec<Fit> = [Upscale::Nearest, Upscale::NearestFloor, Upscale::Bilinear]
         .into_iter()
         .filter_map(|u| fit(&dark, u))
-        .min_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(error, grid)| (error / contrast, grid))
+        .collect();
+    let residual = fits.iter().map(|f| f.p99).fold(f64::INFINITY, f64::min) / contrast;
+    // An exactly determined fit is right for a nearest upscale but rebuilds anything, so it
+    // gives way to an over-determined one that rebuilds the picture within ~2.5 grey levels.
+    let score = |f: &Fit| f.mean + if f.determined { 0.01 } else { 0.0 };
+    let best = fits.iter().min_by(|a, b| score(a).total_cmp(&score(b)))?;
+    Some((residual, best.grid))
 }
 
 /// How far `image` is from an upscaled 8x8 grid (0 for 8x8 and smaller pictures).
@@ -201,11 +223,9 @@ mod tests {
         let a: Vec<[f64; N]> = (0..24).map(|x| weights(Upscale::Bilinear, 24, x)).collect();
         let p = pseudo_inverse(&a).unwrap();
         // P^T A = I (8 x 8).
-        for i in 0..N {
-            for j in 0..N {
-                let v: f64 = (0..24).map(|x| p[x][i] * a[x][j]).sum();
-                assert!((v - f64::from(u8::from(i == j))).abs() < 1e-9);
-            }
+        for (i, j) in (0..N).flat_map(|i| (0..N).map(move |j| (i, j))) {
+            let v: f64 = p.iter().zip(&a).map(|(p, a)| p[i] * a[j]).sum();
+            assert!((v - f64::from(u8::from(i == j))).abs() < 1e-9);
         }
     }
 }

@@ -337,7 +337,8 @@ mod tests {
                 b[y * FRAME + x] = true;
             }
         }
+        // 4 x 24: area 96, boundary 56 -> 2 * 96 / 56 = w L / (w + L), near 4 for long strokes.
         let w = stroke_width(&b);
-        assert!((w - 4.0).abs() < 0.5, "{w}");
+        assert!((w - 96.0 / 28.0).abs() < 1e-12, "{w}");
     }
 }
