@@ -417,7 +417,5 @@ pub fn raise_own_fd_limit() -> u64 {
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
-    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every platform
-    let soft = limit.rlim_cur as u64;
-    soft
+    limit.rlim_cur
 }
