@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use tagger::digits::{self, grid, DigitMode, DigitPath};
 use tagger::image::resample::{resize, Filter};
-use tagger::image::{decode, DecodeOptions, RgbPixels as RgbImage};
+use tagger::image::{decode, DecodeOptions, RgbPixels};
 use tagger::models::Head;
 use tagger::pipeline::read_digit;
 use tagger::{LoadOptions, ModelName, Models};
@@ -54,7 +54,7 @@ fn predict(features: &[f32]) -> usize {
 
 /// An 8x8 sample drawn as a picture: each cell a `scale` x `scale` square of grey, ink =
 /// intensity (0 = white paper, 16 = black).
-fn render(features: &[f32], scale: usize) -> RgbImage {
+fn render(features: &[f32], scale: usize) -> RgbPixels {
     let side = 8 * scale;
     let mut data = Vec::with_capacity(side * side * 3);
     for y in 0..side {
@@ -64,7 +64,7 @@ fn render(features: &[f32], scale: usize) -> RgbImage {
             data.extend([grey; 3]);
         }
     }
-    RgbImage {
+    RgbPixels {
         width: side,
         height: side,
         data,
@@ -73,7 +73,7 @@ fn render(features: &[f32], scale: usize) -> RgbImage {
 
 /// The sample as the challenge draws it (grey = 255 - 255 x / 16) at `side` x `side`: nearest
 /// (Pillow's sample points) or bilinear (Pillow's filter) upscale.
-fn upscaled(features: &[f32], side: usize, bilinear: bool) -> RgbImage {
+fn upscaled(features: &[f32], side: usize, bilinear: bool) -> RgbPixels {
     let small = render(features, 1);
     if bilinear {
         return resize(&small, side, side, Filter::Bilinear);
@@ -85,7 +85,7 @@ fn upscaled(features: &[f32], side: usize, bilinear: bool) -> RgbImage {
             data.extend_from_slice(&small.data[(cell(y) * 8 + cell(x)) * 3..][..3]);
         }
     }
-    RgbImage {
+    RgbPixels {
         width: side,
         height: side,
         data,
@@ -183,7 +183,7 @@ struct Picture {
     digit: usize,
     group: String,
     heldout: bool,
-    image: RgbImage,
+    image: RgbPixels,
 }
 
 fn evaluation_set() -> &'static [Picture] {

@@ -10,7 +10,7 @@
 //! `plain` exactly.
 
 use super::picture::{darkness_map, limited, plain, sorted_at, Grey};
-use crate::image::RgbPixels as RgbImage;
+use crate::image::RgbPixels;
 
 /// Side of the grid.
 const N: usize = 8;
@@ -153,7 +153,7 @@ struct Fit {
 /// 0.05), and the grid of the upscaler that rebuilds it best on average (near 8 px a nearest
 /// fit leaves edge rows out and can win on the percentile with the wrong grid). `None` for
 /// pictures of 8 pixels or fewer on a side (grids as they are).
-fn best_fit(image: &RgbImage) -> Option<(f64, [[f64; N]; N])> {
+fn best_fit(image: &RgbPixels) -> Option<(f64, [[f64; N]; N])> {
     let image = limited(image);
     if image.width <= N || image.height <= N {
         return None;
@@ -173,12 +173,12 @@ fn best_fit(image: &RgbImage) -> Option<(f64, [[f64; N]; N])> {
 }
 
 /// How far `image` is from an upscaled 8x8 grid (0 for 8x8 and smaller pictures).
-pub fn residual(image: &RgbImage) -> f64 {
+pub fn residual(image: &RgbPixels) -> f64 {
     best_fit(image).map_or(0.0, |(residual, _)| residual)
 }
 
 /// Whether `image` is an 8x8 grid drawn at some size.
-pub fn is_grid(image: &RgbImage) -> bool {
+pub fn is_grid(image: &RgbPixels) -> bool {
     residual(image) <= MAX_RESIDUAL
 }
 
@@ -186,7 +186,7 @@ pub fn is_grid(image: &RgbImage) -> bool {
 /// one the picture was upscaled from (for a nearest upscale by a whole factor that is exactly
 /// `plain`'s area average; for other sizes and bilinear upscales area averaging would blur
 /// neighbouring cells together), darkness mapped to 0..16 as `plain` does.
-pub fn features(image: &RgbImage) -> Option<[f32; 64]> {
+pub fn features(image: &RgbPixels) -> Option<[f32; 64]> {
     let Some((residual, grid)) = best_fit(image) else {
         return Some(plain(image));
     };

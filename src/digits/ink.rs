@@ -7,7 +7,7 @@
 
 use super::picture::{darkness_map, limited, plain, sorted_at, Grey};
 use crate::image::resample::{resize, Filter};
-use crate::image::RgbPixels as RgbImage;
+use crate::image::RgbPixels;
 
 /// Side of the frame the training bitmaps were drawn in.
 const FRAME: usize = 32;
@@ -27,7 +27,7 @@ const PAPER_QUANTILE: f64 = 0.2;
 const MAX_SHEAR: f64 = 0.6;
 
 /// The 64 features of `image` read by its ink, or `plain` when it shows no ink.
-pub fn features(image: &RgbImage) -> [f32; 64] {
+pub fn features(image: &RgbPixels) -> [f32; 64] {
     match ink_level(&limited(image)).and_then(|level| frame(&level)) {
         Some(bitmap) => counts(&bitmap),
         None => plain(image),
@@ -37,7 +37,7 @@ pub fn features(image: &RgbImage) -> [f32; 64] {
 /// Ink 0..=1 per pixel: polarity from the border (light chalk on a dark board is turned
 /// around), the paper's uneven light taken out, scaled so the inkiest 1% is 1. `None` when
 /// the picture has no ink to speak of.
-pub fn ink_level(image: &RgbImage) -> Option<Grey> {
+pub fn ink_level(image: &RgbPixels) -> Option<Grey> {
     let mut dark = darkness_map(image);
     let (w, h) = (dark.width, dark.height);
     let border: Vec<f64> = [0, h - 1]
@@ -197,7 +197,7 @@ fn frame(level: &Grey) -> Option<Vec<bool>> {
     let out_h = FRAME - 2 * MARGIN;
     let out_w = ((cw as f64 * out_h as f64 / ch as f64).round_ties_even() as usize).clamp(1, FRAME);
     // Scaled as a grey picture with Pillow's bilinear filter (the Python twin's resize).
-    let picture = RgbImage {
+    let picture = RgbPixels {
         width: cw,
         height: ch,
         data: cropped
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn blank_paper_has_no_ink_and_reads_plain() {
-        let image = RgbImage {
+        let image = RgbPixels {
             width: 20,
             height: 20,
             data: vec![240; 20 * 20 * 3],
@@ -318,7 +318,7 @@ mod tests {
                 data[(y * w + x) * 3..][..3].fill(0);
             }
         }
-        let f = features(&RgbImage {
+        let f = features(&RgbPixels {
             width: w,
             height: h,
             data,

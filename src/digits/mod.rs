@@ -17,7 +17,7 @@ pub mod svc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::image::RgbPixels as RgbImage;
+use crate::image::RgbPixels;
 
 pub use picture::plain;
 pub use svc::{probabilities, vote, PlattParameters};
@@ -103,7 +103,7 @@ impl Serialize for DigitPath {
 }
 
 /// The 64 features (row-major 8x8, each 0..=16) for `image`, and the path that made them.
-pub fn read(image: &RgbImage, mode: DigitMode) -> ([f32; 64], DigitPath) {
+pub fn read(image: &RgbPixels, mode: DigitMode) -> ([f32; 64], DigitPath) {
     match mode {
         DigitMode::Plain => (plain(image), DigitPath::Plain),
         DigitMode::Ink => (ink::features(image), DigitPath::Ink),
@@ -115,6 +115,6 @@ pub fn read(image: &RgbImage, mode: DigitMode) -> ([f32; 64], DigitPath) {
 }
 
 /// The 64 features for `image` (see [`read`]).
-pub fn features(image: &RgbImage, mode: DigitMode) -> [f32; 64] {
+pub fn features(image: &RgbPixels, mode: DigitMode) -> [f32; 64] {
     read(image, mode).0
 }

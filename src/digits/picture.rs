@@ -1,7 +1,7 @@
 //! Pictures as darkness maps, and the challenge's `plain` reduction to 8x8.
 
 use crate::image::resample::{resize, Filter};
-use crate::image::RgbPixels as RgbImage;
+use crate::image::RgbPixels;
 
 /// Longest side the `grid` and `ink` paths look at: bigger pictures are area-averaged down
 /// first (a digit needs no more, and percentiles over millions of pixels cost time).
@@ -35,7 +35,7 @@ pub fn darkness(px: &[u8]) -> f64 {
 }
 
 /// The darkness of every pixel.
-pub fn darkness_map(image: &RgbImage) -> Grey {
+pub fn darkness_map(image: &RgbPixels) -> Grey {
     Grey {
         width: image.width,
         height: image.height,
@@ -52,7 +52,7 @@ pub fn sorted_at(values: &[f64], q: f64) -> f64 {
 }
 
 /// The picture itself, or area-averaged down to [`MAX_SIDE`] on its longer side.
-pub fn limited(image: &RgbImage) -> std::borrow::Cow<'_, RgbImage> {
+pub fn limited(image: &RgbPixels) -> std::borrow::Cow<'_, RgbPixels> {
     let longest = image.width.max(image.height);
     if longest <= MAX_SIDE {
         return std::borrow::Cow::Borrowed(image);
@@ -67,7 +67,7 @@ pub fn limited(image: &RgbImage) -> std::borrow::Cow<'_, RgbImage> {
 }
 
 /// The challenge's contract: area-average to 8x8, white is 0 and black is 16.
-pub fn plain(image: &RgbImage) -> [f32; 64] {
+pub fn plain(image: &RgbPixels) -> [f32; 64] {
     let small = resize(image, 8, 8, Filter::Box);
     let mut out = [0f32; 64];
     for (value, px) in out.iter_mut().zip(small.data.chunks_exact(3)) {
@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn plain_maps_white_to_0_and_black_to_16() {
-        let mut image = RgbImage {
+        let mut image = RgbPixels {
             width: 16,
             height: 16,
             data: vec![255; 16 * 16 * 3],
@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn big_pictures_are_limited_to_max_side() {
-        let image = RgbImage {
+        let image = RgbPixels {
             width: 2000,
             height: 1000,
             data: vec![200; 2000 * 1000 * 3],
