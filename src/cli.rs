@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// default JPEG decoding, exact or fast [env TAGGER_DECODE, default exact]
     #[argh(option)]
     pub decode: Option<DecodeMode>,
+    /// most images in one request (multipart files, /v2 batch); 413 beyond [env
+    /// TAGGER_MAX_BATCH, default 32]
+    #[argh(option)]
+    pub max_batch: Option<usize>,
 }
 
 #[derive(FromArgs, Debug)]

@@ -48,6 +48,13 @@ pub enum Error {
         /// The configured limit in bytes.
         limit: u64,
     },
+    /// A request carries more images (or samples) than `--max-batch`.
+    TooManyImages {
+        /// Images in the request.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The request's content type is not one we accept for this route.
     UnsupportedMediaType(String),
     /// The request body stopped arriving before the read timeout.
@@ -82,7 +89,7 @@ impl Error {
             Error::WrongTask { .. } => 400,
             Error::UnknownModel(_) | Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
-            Error::PayloadTooLarge { .. } => 413,
+            Error::PayloadTooLarge { .. } | Error::TooManyImages { .. } => 413,
             Error::UnsupportedFormat(_) | Error::UnsupportedMediaType(_) => 415,
             Error::ImageTooLarge { .. } => 422,
             Error::NotReady | Error::QueueFull | Error::Draining => 503,
@@ -103,6 +110,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::TooManyImages { .. } => "too_many_images",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::RequestTimeout { .. } => "request_timeout",
             Error::IncompleteBody(_) => "incomplete_body",
@@ -162,6 +170,11 @@ impl fmt::Display for Error {
             Error::PayloadTooLarge { limit } => {
                 write!(f, "the request body is over the limit of {limit} bytes")
             }
+            Error::TooManyImages { count, limit } => write!(
+                f,
+                "the request carries {count} images; the limit is {limit} per request \
+                 (--max-batch); split it into several requests"
+            ),
             Error::UnsupportedMediaType(ct) => write!(
                 f,
                 "unsupported Content-Type `{ct}`; send the image raw (image/* or \

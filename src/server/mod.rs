@@ -15,14 +15,18 @@
 //! `/readyz` turns 503, the listener closes, admitted requests finish (up to `--drain-secs`),
 //! and the process exits 0.
 
+mod batch;
 mod body;
 mod metrics;
+mod multipart;
 mod notify;
 mod openapi;
+mod page;
 mod reply;
 mod routes;
 mod shutdown;
 mod sockets;
+mod v2;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -39,7 +43,7 @@ use crate::models::{embedded_manifest, LoadOptions, ModelName, Models, Task, Wei
 
 pub use routes::{RouteSpec, ROUTES};
 
-use reply::{error_reply, Reply};
+use reply::{error_reply_for, Reply};
 use shutdown::Shutdown;
 
 /// The server's settings, resolved from flags, `TAGGER_*` variables and defaults.
@@ -67,6 +71,8 @@ pub struct Config {
     pub tags_model: Option<ModelName>,
     /// Default JPEG decoding.
     pub decode: DecodeMode,
+    /// Most images in one request (multipart files, v2 batch); 413 beyond.
+    pub max_batch: usize,
 }
 
 fn seconds(secs: u64) -> Option<Duration> {
@@ -122,6 +128,10 @@ impl Config {
             }
         }
         let decode = cli::setting(args.decode, "TAGGER_DECODE", DecodeMode::Exact)?;
+        let max_batch = positive(
+            cli::setting(args.max_batch, "TAGGER_MAX_BATCH", 32)?,
+            "max-batch",
+        )?;
         Ok(Config {
             addr,
             workers,
@@ -134,6 +144,7 @@ impl Config {
             drain,
             tags_model,
             decode,
+            max_batch,
         })
     }
 }
@@ -609,7 +620,7 @@ const UNDRAINABLE_BODY: u64 = 1 << 30;
 
 /// Writes the answer, then logs it and counts it.
 fn finish(state: &State, request: tiny_http::Request, ctx: &Ctx, reply: Result<Reply, Error>) {
-    let reply = reply.unwrap_or_else(|e| error_reply(&e));
+    let reply = reply.unwrap_or_else(|e| error_reply_for(&ctx.target, &e));
     let elapsed = ctx.start.elapsed();
     let status = reply.status;
     let bytes = reply.body.len();
@@ -739,6 +750,7 @@ mod tests {
             drain: Duration::from_secs(5),
             tags_model: None,
             decode: DecodeMode::Exact,
+            max_batch: 32,
         }
     }
 

@@ -25,6 +25,8 @@ pub(crate) struct Reply {
     pub(crate) retry_after: bool,
     /// Per-stage timings of an inference, for the metrics.
     pub(crate) stages: Option<(ModelName, Timing)>,
+    /// Route-specific headers (`Inference-Header-Content-Length`, `Content-Security-Policy`).
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -36,6 +38,7 @@ impl Reply {
             allow: None,
             retry_after: false,
             stages: None,
+            headers: Vec::new(),
         }
     }
 
@@ -52,6 +55,11 @@ impl Reply {
 
     pub(crate) fn with_stages(mut self, model: ModelName, timing: Timing) -> Reply {
         self.stages = Some((model, timing));
+        self
+    }
+
+    pub(crate) fn with_header(mut self, name: &'static str, value: String) -> Reply {
+        self.headers.push((name, value));
         self
     }
 
@@ -84,7 +92,22 @@ impl Reply {
         for h in headers.into_iter().flatten() {
             response.add_header(h);
         }
+        for (name, value) in &self.headers {
+            if let Some(h) = header(name, value) {
+                response.add_header(h);
+            }
+        }
         (response, self.body)
+    }
+}
+
+/// The answer to an error in the shape of the route's protocol: `/v2` (Open Inference
+/// Protocol) errors are `{"error": "..."}`, every other route's as [`error_reply`].
+pub(crate) fn error_reply_for(target: &str, error: &Error) -> Reply {
+    if target == "/v2" || target.starts_with("/v2/") || target.starts_with("/v2?") {
+        super::v2::error_reply(error)
+    } else {
+        error_reply(error)
     }
 }
 
