@@ -657,7 +657,24 @@ mod tests {
         assert_eq!((route, e), ("/v1/tags", Error::MethodNotAllowed("POST")));
         let e = resolve("DELETE", "/v1/models").1.unwrap_err();
         assert_eq!(e, Error::MethodNotAllowed("GET, HEAD"));
-        for path in ["/v1/models/", "/nope", "/v1/tags/x", "/"] {
+        assert_eq!(resolve("GET", "/").1.unwrap(), Endpoint::Page);
+        let (route, endpoint) = resolve("POST", "/v2/models/digits/versions/1/infer");
+        assert_eq!(route, "/v2/models/{name}/versions/{version}/infer");
+        assert_eq!(
+            endpoint.unwrap(),
+            Endpoint::V2Infer("digits".into(), Some("1".into()))
+        );
+        assert_eq!(
+            resolve("GET", "/v2/models/resnet18").1.unwrap(),
+            Endpoint::V2Model("resnet18".into(), None)
+        );
+        for path in [
+            "/v1/models/",
+            "/nope",
+            "/v1/tags/x",
+            "//",
+            "/v2/models//ready",
+        ] {
             let (route, e) = resolve("GET", path);
             assert_eq!(
                 (route, e.unwrap_err().http_status()),
