@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// TAGGER_MAX_BATCH, default 32]
     #[argh(option)]
     pub max_batch: Option<usize>,
+    /// replace an embedded model with an ONNX file and the model.json next to it, NAME=PATH;
+    /// repeatable [env TAGGER_MODEL_FILES, comma-separated]
+    #[argh(option)]
+    pub model_file: Vec<String>,
 }
 
 #[derive(FromArgs, Debug)]
@@ -172,6 +176,10 @@ pub struct ModelsArgs {
     /// tagging model [env TAGGER_TAGS_MODEL]
     #[argh(option)]
     pub tags_model: Option<ModelName>,
+    /// a model file that replaces an embedded model, NAME=PATH; repeatable [env
+    /// TAGGER_MODEL_FILES, comma-separated]
+    #[argh(option)]
+    pub model_file: Vec<String>,
 }
 
 #[derive(FromArgs, Debug)]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::digits::PlattParameters;
 use crate::engine::{Engine, TractEngine};
 use crate::error::{Error, Result};
+use crate::model_files::ModelFile;
 use crate::preprocess::ImagePreprocess;
 
 /// `models/` as it was when the binary was built: ONNX files, manifests, labels.
@@ -150,6 +151,9 @@ pub struct Manifest {
     /// The command that wrote this model.
     #[serde(default)]
     pub generated_by: Option<String>,
+    /// The file this model was loaded from (`--model-file`); `None`: embedded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_from: Option<String>,
 }
 
 /// What a loaded model needs beyond its engine, by task.
@@ -273,11 +277,19 @@ impl Models {
     /// Loads and optimises every embedded model (in parallel: start-up time is what a
     /// Kubernetes readiness probe waits for).
     pub fn load_embedded(options: &LoadOptions) -> Result<Models> {
+        Models::load_with_files(options, &[])
+    }
+
+    /// Like [`Models::load_embedded`], with some models replaced by verified model files.
+    pub fn load_with_files(options: &LoadOptions, files: &[ModelFile]) -> Result<Models> {
         let threads = options.threads_per_inference.max(1);
         let models: Vec<Result<Model>> = std::thread::scope(|scope| {
             let handles: Vec<_> = ModelName::ALL
                 .into_iter()
-                .map(|name| scope.spawn(move || load_one(name, threads)))
+                .map(|name| {
+                    let file = files.iter().find(|f| f.name == name);
+                    scope.spawn(move || load_one(name, threads, file))
+                })
                 .collect();
             handles
                 .into_iter()
@@ -353,10 +365,16 @@ pub fn choose_tags_model(
     }
 }
 
-fn load_one(name: ModelName, threads: usize) -> Result<Model> {
-    let manifest = embedded_manifest(name)?;
+fn load_one(name: ModelName, threads: usize, file: Option<&ModelFile>) -> Result<Model> {
+    let manifest = match file {
+        Some(f) => f.manifest.clone(),
+        None => embedded_manifest(name)?,
+    };
     let head = head_for(&manifest)?;
-    let onnx = embedded_onnx(&manifest)?;
+    let onnx = match file {
+        Some(f) => &f.onnx[..],
+        None => embedded_onnx(&manifest)?,
+    };
     let engine = TractEngine::load(onnx, &head.input_shape(), threads)?;
     Ok(Model {
         manifest,

@@ -7,13 +7,27 @@ use crate::models::{choose_tags_model, embedded_manifest, ModelName, Task, Weigh
 /// Prints the embedded models without loading them into the engine.
 pub fn models_command(args: ModelsArgs) -> Result<i32, CliError> {
     let tags_model = optional_setting(args.tags_model, "TAGGER_TAGS_MODEL")?;
+    let files = crate::model_files::from_flags_or_env(&args.model_file)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let manifests = ModelName::ALL
         .into_iter()
-        .map(embedded_manifest)
+        .map(|name| match files.iter().find(|f| f.name == name) {
+            Some(file) => Ok(file.manifest.clone()),
+            None => embedded_manifest(name),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let default_tags = choose_tags_model(&manifests.iter().collect::<Vec<_>>(), tags_model)?;
     if args.json {
-        let body = serde_json::json!({ "default_tags_model": default_tags, "models": manifests });
+        let models: Vec<serde_json::Value> = manifests
+            .iter()
+            .map(|m| {
+                let mut value = serde_json::to_value(m).unwrap_or_default();
+                value["loaded_from"] =
+                    serde_json::json!(m.loaded_from.as_deref().unwrap_or("embedded"));
+                value
+            })
+            .collect();
+        let body = serde_json::json!({ "default_tags_model": default_tags, "models": models });
         println!(
             "{}",
             serde_json::to_string_pretty(&body).unwrap_or_default()
@@ -41,6 +55,14 @@ pub fn models_command(args: ModelsArgs) -> Result<i32, CliError> {
             &m.onnx.sha256[..16],
             m.source
         );
+    }
+    for m in &manifests {
+        if let Some(path) = &m.loaded_from {
+            println!("{} loaded from {path} (sha256 verified)", m.name.name());
+        }
+    }
+    if manifests.iter().all(|m| m.loaded_from.is_none()) {
+        println!("(every model is embedded in the binary; --model-file NAME=PATH replaces one)");
     }
     println!("\ndefault tagging model: {default_tags}");
     if manifests.iter().any(|m| m.weights == Weights::StandIn) {

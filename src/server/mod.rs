@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{self, CliError, ServeArgs, EXIT_OK};
 use crate::error::Error;
 use crate::image_io::DecodeMode;
+use crate::model_files::ModelFile;
 use crate::models::{embedded_manifest, LoadOptions, ModelName, Models, Task, Weights};
 
 pub use routes::{RouteSpec, ROUTES};
@@ -73,6 +74,8 @@ pub struct Config {
     pub decode: DecodeMode,
     /// Most images in one request (multipart files, v2 batch); 413 beyond.
     pub max_batch: usize,
+    /// Model files that replace embedded models, read and verified at start-up.
+    pub model_files: Vec<ModelFile>,
 }
 
 fn seconds(secs: u64) -> Option<Duration> {
@@ -132,6 +135,8 @@ impl Config {
             cli::setting(args.max_batch, "TAGGER_MAX_BATCH", 32)?,
             "max-batch",
         )?;
+        let model_files = crate::model_files::from_flags_or_env(&args.model_file)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         Ok(Config {
             addr,
             workers,
@@ -145,6 +150,7 @@ impl Config {
             tags_model,
             decode,
             max_batch,
+            model_files,
         })
     }
 }
@@ -308,7 +314,7 @@ fn spawn_loader(state: Arc<State>, exec: Instant) {
                 threads_per_inference: state.config.inference_threads,
                 tags_model: state.config.tags_model,
             };
-            match Models::load_embedded(&options) {
+            match Models::load_with_files(&options, &state.config.model_files) {
                 Ok(models) => {
                     log_models(&models);
                     let _ = state.models.set(models);
@@ -338,11 +344,12 @@ fn log_models(models: &Models) {
             Weights::StandIn => "STAND-IN",
         };
         log::info!(
-            "model {}: {:?} weights {}, onnx sha256 {}, source: {}",
+            "model {}: {:?} weights {}, onnx sha256 {}, from {}, source: {}",
             m.name,
             m.task,
             weights,
             m.onnx.sha256,
+            m.loaded_from.as_deref().unwrap_or("the binary (embedded)"),
             m.source
         );
         if m.weights == Weights::StandIn {
@@ -751,6 +758,7 @@ mod tests {
             tags_model: None,
             decode: DecodeMode::Exact,
             max_batch: 32,
+            model_files: Vec::new(),
         }
     }
 

@@ -633,6 +633,10 @@ pub(crate) fn model_json(models: &Models, model: &Model) -> Value {
             json!(name == models.default_tags()),
         );
         map.insert("label_count".into(), json!(label_count));
+        map.insert(
+            "loaded_from".into(),
+            json!(model.manifest.loaded_from.as_deref().unwrap_or("embedded")),
+        );
         map.insert("input_shape".into(), json!(model.input_shape()));
         map.insert("routes".into(), json!(routes));
         if model.manifest.weights == Weights::StandIn {
