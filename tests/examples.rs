@@ -71,7 +71,13 @@ fn check_curl_example(name: &str, out: &str) {
         "v2_infer_json" => {
             let v = json(out);
             assert_eq!(v["outputs"][0]["data"][0], 1, "{out}");
-            assert!(v["outputs"][1]["data"][0].as_str().unwrap().ends_with(":1:1"), "{out}");
+            assert!(
+                v["outputs"][1]["data"][0]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(":1:1"),
+                "{out}"
+            );
         }
         "v2_infer_binary" => {
             let v = json(out);
@@ -81,7 +87,9 @@ fn check_curl_example(name: &str, out: &str) {
         }
         "page" => {
             assert!(out.contains("<title>tagger"), "{out}");
-            assert!(out.to_lowercase().contains("content-security-policy: default-src 'none'"));
+            assert!(out
+                .to_lowercase()
+                .contains("content-security-policy: default-src 'none'"));
         }
         "models_list" => {
             let text = out.to_string();

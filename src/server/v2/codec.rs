@@ -280,7 +280,7 @@ fn decode_binary(name: &str, datatype: &str, mut bytes: &[u8]) -> Result<TensorD
     }
     let size = element_size(datatype)
         .ok_or_else(|| CodecError(format!("input `{name}`: unsupported datatype {datatype}")))?;
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return bad(format!(
             "input `{name}`: {} bytes is not a whole number of {datatype} elements",
             bytes.len()

@@ -372,6 +372,37 @@ fn run_digits(
     Ok(Computed::Digits(readings))
 }
 
+/// The computed values as output rows, and each probability column's label.
+struct Rows {
+    /// `[batch, columns]`, row-major.
+    probabilities: Vec<f32>,
+    /// The digit per sample (digits only).
+    digit: Option<Vec<i64>>,
+    label: Box<dyn Fn(usize) -> Option<String>>,
+}
+
+fn rows(computed: Computed, model: &Model) -> Rows {
+    match (computed, &model.head) {
+        (Computed::Tags(rows), Head::Tags { labels, .. }) => {
+            let labels = labels.clone();
+            Rows {
+                probabilities: rows.concat(),
+                digit: None,
+                label: Box::new(move |i: usize| labels.get(i).cloned()),
+            }
+        }
+        (Computed::Digits(readings), _) => Rows {
+            probabilities: readings
+                .iter()
+                .flat_map(|(_, p)| p.iter().map(|&x| x as f32))
+                .collect(),
+            digit: Some(readings.iter().map(|(d, _)| *d as i64).collect()),
+            label: Box::new(|i: usize| Some(i.to_string())),
+        },
+        _ => unreachable!("a model's computation matches its head"),
+    }
+}
+
 /// The outputs the request asked for (all of them when it named none).
 fn select_outputs(
     model: &Model,
@@ -379,34 +410,12 @@ fn select_outputs(
     computed: Computed,
     batch: usize,
 ) -> Result<Vec<OutputTensor>, Error> {
-    let (probabilities, digit, label): (
-        Vec<f32>,
-        Option<Vec<i64>>,
-        Box<dyn Fn(usize) -> Option<String>>,
-    ) = match (computed, &model.head) {
-        (Computed::Tags(rows), Head::Tags { labels, .. }) => {
-            let labels = labels.clone();
-            (
-                rows.concat(),
-                None,
-                Box::new(move |i: usize| labels.get(i).cloned()),
-            )
-        }
-        (Computed::Digits(readings), _) => (
-            readings
-                .iter()
-                .flat_map(|(_, p)| p.iter().map(|&x| x as f32))
-                .collect(),
-            Some(readings.iter().map(|(d, _)| *d as i64).collect()),
-            Box::new(|i: usize| Some(i.to_string())),
-        ),
-        _ => unreachable!("a model's computation matches its head"),
-    };
-    let columns = if batch == 0 {
-        0
-    } else {
-        probabilities.len() / batch
-    };
+    let Rows {
+        probabilities,
+        digit,
+        label,
+    } = rows(computed, model);
+    let columns = probabilities.len().checked_div(batch).unwrap_or(0);
     let requested = if request.outputs.is_empty() {
         let mut all = vec![codec::RequestedOutput {
             name: "probabilities".into(),
