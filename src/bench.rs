@@ -5,17 +5,28 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::cli::{BenchArgs, CliError, EXIT_OK};
 use crate::digits::{self, DigitMode};
 use crate::engine::{Engine, TractEngine};
-use crate::image_io::{decode, DecodeMode, DecodeOptions, RgbImage};
-use crate::models::{embedded_manifest, embedded_onnx, head_for, Head, ModelName};
-use crate::resample::{resize, Filter};
+use crate::error::{Error, Result};
+use crate::image::resample::{resize, Filter};
+use crate::image::{decode, DecodeMode, DecodeOptions, RgbPixels};
+use crate::models::{embedded_onnx, load_one, Head, ModelName};
 
 /// The 451x300 photo every figure in the README uses (scikit-image's `chelsea`).
 const CAT_JPEG: &[u8] = include_bytes!("../examples/images/cat.jpg");
 /// A hand-drawn digit from the evaluation set.
 const DIGIT_PNG: &[u8] = include_bytes!("../examples/images/digit.png");
+
+/// What to time.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Runs per measurement.
+    pub runs: usize,
+    /// A JPEG to time besides the built-in ones: (label, bytes).
+    pub extra_photo: Option<(String, Vec<u8>)>,
+    /// JSON instead of a table.
+    pub json: bool,
+}
 
 /// One measured figure.
 #[derive(Debug, Serialize)]
@@ -52,7 +63,7 @@ fn time(what: impl Into<String>, runs: usize, mut f: impl FnMut()) -> Figure {
 }
 
 /// A 4000x3000 JPEG (q90) made from the cat photo: stands in for a phone photo.
-fn phone_photo() -> Result<Vec<u8>, CliError> {
+fn phone_photo() -> Result<Vec<u8>> {
     let cat = decode(CAT_JPEG, &DecodeOptions::default())?.rgb;
     let big = resize(&cat, 4000, 3000, Filter::Bilinear);
     let image = turbojpeg::Image {
@@ -64,33 +75,22 @@ fn phone_photo() -> Result<Vec<u8>, CliError> {
     };
     turbojpeg::compress(image, 90, turbojpeg::Subsamp::Sub2x2)
         .map(|buf| buf.to_vec())
-        .map_err(|e| CliError::Failure(format!("encoding the 12 MP test photo: {e}")))
-}
-
-fn failure(e: crate::Error) -> CliError {
-    CliError::Failure(e.to_string())
+        .map_err(|e| Error::Internal(format!("encoding the 12 MP test photo: {e}")))
 }
 
 /// Runs the benchmark and prints the figures.
-pub fn run(args: BenchArgs) -> Result<i32, CliError> {
-    let runs = args.runs;
+pub fn run(config: &Config) -> Result<()> {
+    let runs = config.runs;
     let mut photos = vec![
         ("451x300".to_string(), CAT_JPEG.to_vec()),
         ("12MP".to_string(), phone_photo()?),
     ];
-    if let Some(path) = &args.image {
-        let bytes = std::fs::read(path).map_err(|e| CliError::Failure(format!("{path}: {e}")))?;
-        photos.push((path.clone(), bytes));
-    }
+    photos.extend(config.extra_photo.clone());
     let mut figures = Vec::new();
 
     for name in ModelName::ALL {
-        let manifest = embedded_manifest(name).map_err(failure)?;
-        let onnx = embedded_onnx(&manifest).map_err(failure)?;
-        let head = head_for(&manifest).map_err(failure)?;
-        let shape = head.input_shape();
         let start = Instant::now();
-        let engine = TractEngine::load(onnx, &shape, 1).map_err(failure)?;
+        let model = load_one(name, 1)?;
         figures.push(Figure {
             what: format!("{name}: load + optimise"),
             median_ms: start.elapsed().as_secs_f64() * 1e3,
@@ -98,8 +98,10 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
             max_ms: f64::NAN,
             runs: 1,
         });
+        let (engine, shape) = (&model.engine, model.input_shape());
+        let onnx = embedded_onnx(&model.manifest)?;
 
-        match &head {
+        match &model.head {
             Head::Tags { preprocess, .. } => {
                 for (label, bytes) in &photos {
                     for mode in [DecodeMode::Exact, DecodeMode::Fast] {
@@ -107,7 +109,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
                             mode,
                             ..Default::default()
                         };
-                        let rgb = decode(bytes, &options).map_err(failure)?.rgb;
+                        let rgb = decode(bytes, &options)?.rgb;
                         if name == ModelName::Resnet18 {
                             // Decoding does not depend on the model: time it once.
                             figures.push(time(
@@ -127,11 +129,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
                         ));
                     }
                 }
-                let tensor = preprocess.tensor(
-                    &decode(CAT_JPEG, &DecodeOptions::default())
-                        .map_err(failure)?
-                        .rgb,
-                );
+                let tensor = preprocess.tensor(&decode(CAT_JPEG, &DecodeOptions::default())?.rgb);
                 figures.push(time(
                     format!("{name}: inference batch 1, 1 thread"),
                     runs,
@@ -139,7 +137,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
                         engine.run(&shape, tensor.clone()).unwrap();
                     },
                 ));
-                let two = TractEngine::load(onnx, &shape, 2).map_err(failure)?;
+                let two = TractEngine::load(onnx, &shape, 2)?;
                 figures.push(time(
                     format!("{name}: inference batch 1, 2 threads"),
                     runs,
@@ -149,7 +147,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
                 ));
                 if name == ModelName::Resnet18 {
                     let batch_shape = [8, shape[1], shape[2], shape[3]];
-                    let eight = TractEngine::load(onnx, &batch_shape, 1).map_err(failure)?;
+                    let eight = TractEngine::load(onnx, &batch_shape, 1)?;
                     let batch: Vec<f32> = tensor
                         .iter()
                         .copied()
@@ -174,9 +172,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
                 }
             }
             Head::Digits { platt } => {
-                let rgb: RgbImage = decode(DIGIT_PNG, &DecodeOptions::default())
-                    .map_err(failure)?
-                    .rgb;
+                let rgb: RgbPixels = decode(DIGIT_PNG, &DecodeOptions::default())?.rgb;
                 for mode in [DigitMode::Default, DigitMode::Plain] {
                     figures.push(time(
                         format!(
@@ -202,7 +198,7 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
         }
     }
 
-    if args.json {
+    if config.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&figures).unwrap_or_default()
@@ -219,5 +215,5 @@ pub fn run(args: BenchArgs) -> Result<i32, CliError> {
             );
         }
     }
-    Ok(EXIT_OK)
+    Ok(())
 }

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::image_io::RgbImage;
-use crate::resample::{resize, Filter};
+use crate::image::resample::{resize, Filter};
+use crate::image::RgbPixels as RgbImage;
 
 /// Number of classes (digits 0..=9).
 pub const CLASSES: usize = 10;

@@ -1,54 +1,60 @@
 //! `tagger healthcheck`: the container HEALTHCHECK (scratch images have no curl).
 //!
-//! One HTTP/1.1 `GET` over a plain `TcpStream` to the server's own address (`--addr`, else
-//! `TAGGER_ADDR`, which the server reads too); exit 0 when the answer is 200, 1 otherwise
-//! (refused, timed out, any other status). A listen address of `0.0.0.0` or `[::]` is probed
-//! on the loopback.
+//! One HTTP/1.1 `GET` over a plain `TcpStream` to the server's own address; healthy when the
+//! answer is 200, unhealthy otherwise (refused, timed out, any other status). A listen address
+//! of `0.0.0.0` or `[::]` is probed on the loopback.
 
+use std::fmt;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::cli::{setting, CliError, HealthcheckArgs, EXIT_FAILURE, EXIT_OK};
+/// What to probe.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The server's listen address (a wildcard IP is probed on the loopback).
+    pub addr: SocketAddr,
+    /// The path to `GET`, e.g. `/readyz`.
+    pub path: String,
+    /// The whole exchange's time limit.
+    pub timeout: Duration,
+}
 
-/// Probes the server; exit 0 when it answers 200.
-pub fn run(args: HealthcheckArgs) -> Result<i32, CliError> {
-    let addr = setting(args.addr, "TAGGER_ADDR", "127.0.0.1:8080".to_string())?;
-    let path = setting(args.path, "TAGGER_HEALTHCHECK_PATH", "/readyz".to_string())?;
-    let secs = setting(args.timeout_secs, "TAGGER_HEALTHCHECK_TIMEOUT_SECS", 3)?;
-    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(CliError::Usage(format!(
-            "--path {path:?}: expected an absolute path such as /readyz"
-        )));
+/// Why the server is not healthy.
+#[derive(Debug)]
+pub struct Unhealthy {
+    url: String,
+    why: String,
+}
+
+impl fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.url, self.why)
     }
-    let timeout = Duration::from_secs(secs.max(1));
-    let target = probe_address(&addr)?;
-    match probe(target, &path, timeout) {
-        Ok(200) => Ok(EXIT_OK),
-        Ok(status) => {
-            eprintln!("tagger healthcheck: http://{target}{path} answered {status}");
-            Ok(EXIT_FAILURE)
-        }
-        Err(e) => {
-            eprintln!("tagger healthcheck: http://{target}{path}: {e}");
-            Ok(EXIT_FAILURE)
-        }
+}
+
+/// Probes the server: `Ok` when it answers 200.
+pub fn run(config: &Config) -> Result<(), Unhealthy> {
+    let target = probe_address(config.addr);
+    let unhealthy = |why: String| Unhealthy {
+        url: format!("http://{target}{}", config.path),
+        why,
+    };
+    match probe(target, &config.path, config.timeout) {
+        Ok(200) => Ok(()),
+        Ok(status) => Err(unhealthy(format!("answered {status}"))),
+        Err(e) => Err(unhealthy(e.to_string())),
     }
 }
 
 /// The address to connect to: the listen address, with a wildcard IP replaced by loopback.
-fn probe_address(addr: &str) -> Result<SocketAddr, CliError> {
-    let mut resolved = addr
-        .to_socket_addrs()
-        .map_err(|e| CliError::Usage(format!("--addr {addr:?}: {e} (expected HOST:PORT)")))?
-        .next()
-        .ok_or_else(|| CliError::Usage(format!("--addr {addr:?} resolves to no address")))?;
-    match resolved.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => resolved.set_ip(Ipv4Addr::LOCALHOST.into()),
-        IpAddr::V6(ip) if ip.is_unspecified() => resolved.set_ip(Ipv6Addr::LOCALHOST.into()),
+fn probe_address(mut addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
+        IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
         _ => {}
     }
-    Ok(resolved)
+    addr
 }
 
 /// Sends the GET and returns the status code; the whole exchange fits in `timeout`.
@@ -104,16 +110,10 @@ mod tests {
 
     #[test]
     fn wildcard_addresses_probe_the_loopback() {
-        assert_eq!(
-            probe_address("0.0.0.0:8080").unwrap(),
-            "127.0.0.1:8080".parse().unwrap()
-        );
-        assert_eq!(probe_address("[::]:9").unwrap(), "[::1]:9".parse().unwrap());
-        assert_eq!(
-            probe_address("10.1.2.3:80").unwrap(),
-            "10.1.2.3:80".parse().unwrap()
-        );
-        assert!(matches!(probe_address("nonsense"), Err(CliError::Usage(_))));
+        let probed = |addr: &str| probe_address(addr.parse().unwrap());
+        assert_eq!(probed("0.0.0.0:8080"), "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(probed("[::]:9"), "[::1]:9".parse().unwrap());
+        assert_eq!(probed("10.1.2.3:80"), "10.1.2.3:80".parse().unwrap());
     }
 
     #[test]

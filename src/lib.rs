@@ -6,19 +6,18 @@
 //! ([`engine`]) knows nothing of HTTP or folders.
 
 pub mod bench;
+pub mod catalog;
 pub mod cli;
 pub mod depthwise;
 pub mod digits;
 pub mod engine;
 pub mod error;
 pub mod healthcheck;
-pub mod image_io;
+pub mod image;
 pub mod model_files;
 pub mod models;
 pub mod pipeline;
 pub mod preprocess;
-pub mod report;
-pub mod resample;
 pub mod score;
 pub mod server;
 

@@ -82,6 +82,16 @@ pub enum Weights {
     StandIn,
 }
 
+impl Weights {
+    /// The name in answers, records, metrics and `tagger models`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Weights::Official => "official",
+            Weights::StandIn => "stand-in",
+        }
+    }
+}
+
 /// An input or output of the ONNX graph.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TensorSpec {
@@ -220,6 +230,11 @@ pub fn embedded_manifest(name: ModelName) -> Result<Manifest> {
         .map_err(|e| Error::Internal(format!("models/{name}/model.json: {e}")))
 }
 
+/// Every embedded model's manifest, in [`ModelName::ALL`] order.
+pub fn embedded_manifests() -> Result<Vec<Manifest>> {
+    ModelName::ALL.into_iter().map(embedded_manifest).collect()
+}
+
 /// The embedded ONNX bytes a manifest describes.
 pub fn embedded_onnx(manifest: &Manifest) -> Result<&'static [u8]> {
     embedded_file(&format!("{}/{}", manifest.name, manifest.onnx.file))
@@ -288,7 +303,7 @@ impl Models {
                 .into_iter()
                 .map(|name| {
                     let file = files.iter().find(|f| f.name == name);
-                    scope.spawn(move || load_one(name, threads, file))
+                    scope.spawn(move || load_one_from(name, threads, file))
                 })
                 .collect();
             handles
@@ -365,7 +380,13 @@ pub fn choose_tags_model(
     }
 }
 
-fn load_one(name: ModelName, threads: usize, file: Option<&ModelFile>) -> Result<Model> {
+/// Loads and optimises one embedded model, as start-up does.
+pub fn load_one(name: ModelName, threads: usize) -> Result<Model> {
+    load_one_from(name, threads, None)
+}
+
+/// Like [`load_one`], from a verified model file (`--model-file`) when there is one.
+pub fn load_one_from(name: ModelName, threads: usize, file: Option<&ModelFile>) -> Result<Model> {
     let manifest = match file {
         Some(f) => f.manifest.clone(),
         None => embedded_manifest(name)?,
@@ -407,6 +428,13 @@ mod tests {
             choose_tags_model(&all.iter().collect::<Vec<_>>(), None),
             Ok(ModelName::Resnet18)
         );
+    }
+
+    #[test]
+    fn weights_have_one_spelling() {
+        for weights in [Weights::Official, Weights::StandIn] {
+            assert_eq!(serde_json::to_value(weights).unwrap(), weights.name());
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::digits::{self, DigitMode};
 use crate::error::{Error, Result};
-use crate::image_io::{self, DecodeOptions, ImageFormat};
+use crate::image::{self, DecodeOptions, ImageFormat};
 use crate::models::{Head, Model, ModelName, Models, Weights};
 
 /// The most tags an answer carries.
@@ -135,9 +135,9 @@ fn millis(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
-fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<(image_io::DecodedImage, f64)> {
+fn timed_decode(bytes: &[u8], options: &DecodeOptions) -> Result<(image::DecodedImage, f64)> {
     let start = Instant::now();
-    let decoded = image_io::decode(bytes, options)?;
+    let decoded = image::decode(bytes, options)?;
     Ok((decoded, millis(start)))
 }
 
@@ -164,7 +164,7 @@ pub fn classify(
             needed: "an ImageNet model",
         });
     };
-    let (decoded, decode_ms) = decode(bytes, &options.decode)?;
+    let (decoded, decode_ms) = timed_decode(bytes, &options.decode)?;
 
     let start = Instant::now();
     let tensor = preprocess.tensor(&decoded.rgb);
@@ -238,7 +238,7 @@ pub fn read_digit(
             needed: "the digits model",
         });
     };
-    let (decoded, decode_ms) = decode(bytes, decode_options)?;
+    let (decoded, decode_ms) = timed_decode(bytes, decode_options)?;
 
     let start = Instant::now();
     let features = digits::features(&decoded.rgb, mode);

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::image_io::RgbImage;
-use crate::resample::{resize, Filter};
+use crate::image::resample::{resize, Filter};
+use crate::image::RgbPixels;
 
 /// How pixel values in 0..=1 become network inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ pub fn crop_offset(length: usize, crop: usize) -> usize {
 
 impl ImagePreprocess {
     /// Turns RGB pixels into the model's `[1, 3, crop, crop]` input, channel-planar.
-    pub fn tensor(&self, image: &RgbImage) -> Vec<f32> {
+    pub fn tensor(&self, image: &RgbPixels) -> Vec<f32> {
         let (width, height) = resized_size(image.width, image.height, self.resize);
         let resized = resize(image, width, height, Filter::Bilinear);
         let crop = self.crop;
@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn tensor_is_planar_and_normalised() {
-        let image = RgbImage {
+        let image = RgbPixels {
             width: 300,
             height: 300,
             data: [255u8, 0, 128].repeat(300 * 300),

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use tagger::digits::{self, DigitMode, INK_MARGIN};
-use tagger::image_io::{decode, DecodeOptions, RgbImage};
+use tagger::image::{decode, DecodeOptions, RgbPixels as RgbImage};
 use tagger::models::Head;
 use tagger::pipeline::read_digit;
 use tagger::{LoadOptions, ModelName, Models};

@@ -13,8 +13,8 @@
 //! reported as `unsupported_format`, so a mislabelled or broken photo is never silently
 //! missed). Other files in folders (sidecars, videos, text) are skipped and only counted.
 //!
-//! Exit codes: 0 every file scored, 1 at least one failed (each has an error record), 2 usage
-//! error. A closed stdout (`tagger score ... | head`) ends the run quietly with 0.
+//! A run ends [`Ending::Complete`] with the number of failed files (the CLI exits 1 when there
+//! are any), or [`Ending::ReaderGone`] when stdout closed (`tagger score ... | head`): quietly.
 
 pub mod output;
 pub mod progress;
@@ -26,17 +26,14 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::cli::{self, CliError, ScoreArgs, EXIT_FAILURE, EXIT_OK};
 use crate::digits::DigitMode;
-use crate::error::Error;
-use crate::image_io::{self, DecodeOptions, ImageFormat};
+use crate::image::{self, DecodeOptions, ImageFormat};
 use crate::models::{Head, LoadOptions, ModelName, Models, Weights};
 use crate::pipeline::{self, Classification, ClassifyOptions, DigitReading};
 
@@ -46,7 +43,7 @@ use walk::{Entry, WalkOptions};
 
 /// Why one file has no answer: a stable machine-readable code and a message for people.
 ///
-/// The codes are the library's ([`Error::code`]: `unsupported_format`, `undecodable_image`,
+/// The codes are the library's ([`crate::Error::code`]: `unsupported_format`, `undecodable_image`,
 /// `image_too_large`, `empty_image`, ...) plus the walk's own: `unreadable` (permission denied,
 /// I/O error, broken symbolic link), `not_found`, `symlink_loop`, `not_a_file`, `too_deep`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -67,8 +64,8 @@ impl Problem {
     }
 }
 
-impl From<Error> for Problem {
-    fn from(e: Error) -> Problem {
+impl From<crate::Error> for Problem {
+    fn from(e: crate::Error) -> Problem {
         Problem::new(e.code(), e.to_string())
     }
 }
@@ -100,21 +97,6 @@ pub fn is_image_name(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// `TAGGER_NO_RECURSIVE`'s values: 1/0, true/false, yes/no, on/off.
-#[derive(Debug, Clone, Copy)]
-struct Switch(bool);
-
-impl FromStr for Switch {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(Switch(true)),
-            "0" | "false" | "no" | "off" => Ok(Switch(false)),
-            _ => Err("expected 1/0, true/false, yes/no or on/off".into()),
-        }
-    }
-}
-
 /// Everything `score` needs, resolved from flags, environment and defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -138,57 +120,40 @@ pub struct Config {
     pub recursive: bool,
 }
 
-impl Config {
-    /// Resolves and checks every option (flag, else `TAGGER_*`, else default); bad values are
-    /// usage errors.
-    pub fn from_args(args: ScoreArgs) -> Result<Config, CliError> {
-        if args.paths.is_empty() {
-            return Err(CliError::Usage(
-                "score: name at least one file or folder (e.g. `tagger score ./photos`)".into(),
-            ));
-        }
-        let defaults = DecodeOptions::default();
-        let classify = ClassifyOptions {
-            top_k: cli::setting(args.top_k, "TAGGER_TOP_K", pipeline::MAX_TOP_K)?,
-            min_confidence: cli::setting(args.min_confidence, "TAGGER_MIN_CONFIDENCE", 0.0)?,
-            decode: DecodeOptions {
-                mode: cli::setting(args.decode, "TAGGER_DECODE", defaults.mode)?,
-                max_pixels: cli::setting(
-                    args.max_pixels,
-                    "TAGGER_MAX_PIXELS",
-                    defaults.max_pixels,
-                )?,
-            },
-        };
-        classify.validate()?;
-        let jobs = cli::setting(args.jobs, "TAGGER_JOBS", cli::available_cores())?;
-        if jobs == 0 {
-            return Err(CliError::Usage("--jobs must be at least 1".into()));
-        }
-        let no_recursive = args.no_recursive
-            || cli::optional_setting(None::<Switch>, "TAGGER_NO_RECURSIVE")?.is_some_and(|s| s.0);
-        Ok(Config {
-            paths: args.paths,
-            model: cli::optional_setting(args.model, "TAGGER_MODEL")?,
-            tags_model: cli::optional_setting(args.tags_model, "TAGGER_TAGS_MODEL")?,
-            classify,
-            format: cli::setting(args.format, "TAGGER_FORMAT", OutputFormat::Jsonl)?,
-            jobs,
-            output: cli::optional_setting(args.output, "TAGGER_OUTPUT")?.map(PathBuf::from),
-            shard: cli::setting(args.shard, "TAGGER_SHARD", Shard::ALL)?,
-            recursive: !no_recursive,
-        })
+/// Why a run stopped before every record was written.
+#[derive(Debug)]
+pub enum Error {
+    /// The models could not be loaded, or the one asked for cannot score.
+    Model(crate::Error),
+    /// The results could not be written (`--output` or stdout).
+    Output(String),
+}
+
+impl From<crate::Error> for Error {
+    fn from(e: crate::Error) -> Self {
+        Error::Model(e)
     }
 }
 
-/// Scores every image under the given paths; returns the exit code.
-pub fn run(args: ScoreArgs) -> Result<i32, CliError> {
-    let config = Config::from_args(args)?;
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every file has its record; `failed` of them are error records.
+    Complete {
+        /// Files with an error record.
+        failed: usize,
+    },
+    /// The reader of stdout went away (`tagger score ... | head`): stopped early, quietly.
+    ReaderGone,
+}
+
+/// Scores every image under the given paths, writes the records and a summary on stderr.
+pub fn run(config: Config) -> Result<Ending, Error> {
     let started = Instant::now();
     // Created first, so a bad --output fails before any work.
     let mut sink = match &config.output {
         Some(path) => Sink::File(AtomicFile::create(path).map_err(|e| {
-            CliError::Failure(format!("cannot write --output {}: {e}", path.display()))
+            Error::Output(format!("cannot write --output {}: {e}", path.display()))
         })?),
         None => Sink::Stdout(BufWriter::with_capacity(64 * 1024, io::stdout())),
     };
@@ -209,7 +174,7 @@ pub fn run(args: ScoreArgs) -> Result<i32, CliError> {
     });
     let models = loader
         .join()
-        .map_err(|_| CliError::Failure("model loading panicked".into()))??;
+        .map_err(|_| crate::Error::Internal("model loading panicked".into()))??;
     let load_secs = started.elapsed().as_secs_f64();
 
     let task = match config.model.unwrap_or_else(|| models.default_tags()) {
@@ -268,17 +233,17 @@ pub fn run(args: ScoreArgs) -> Result<i32, CliError> {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
             // The reader went away (`| head`): stop quietly, as Unix tools do.
             context.cancel.store(true, Ordering::Relaxed);
-            return Ok(EXIT_OK);
+            return Ok(Ending::ReaderGone);
         }
         Err(e) => {
             context.cancel.store(true, Ordering::Relaxed);
-            return Err(CliError::Failure(format!("writing results: {e}")));
+            return Err(Error::Output(format!("writing results: {e}")));
         }
     };
     match sink.finish() {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(EXIT_OK),
-        Err(e) => return Err(CliError::Failure(format!("writing results: {e}"))),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(Ending::ReaderGone),
+        Err(e) => return Err(Error::Output(format!("writing results: {e}"))),
     }
 
     let secs = scoring.elapsed().as_secs_f64();
@@ -300,10 +265,8 @@ pub fn run(args: ScoreArgs) -> Result<i32, CliError> {
         summary += &format!(", shard {}", config.shard);
     }
     eprintln!("{summary}");
-    Ok(if counts.failed > 0 {
-        EXIT_FAILURE
-    } else {
-        EXIT_OK
+    Ok(Ending::Complete {
+        failed: counts.failed,
     })
 }
 
@@ -473,7 +436,7 @@ fn read_image(
         }
         // The library's own verdict and message on these bytes (`unsupported_format` or
         // `empty_image`), without reading the rest of a possibly huge non-image.
-        return Err(match image_io::decode(&head, decode) {
+        return Err(match image::decode(&head, decode) {
             Err(e) => e.into(),
             Ok(_) => Problem::new("unsupported_format", "not a recognised image"),
         });
@@ -573,12 +536,5 @@ mod tests {
         assert!(is_image_name(Path::new("b.heic")));
         assert!(!is_image_name(Path::new("notes.txt")));
         assert!(!is_image_name(Path::new("jpg")));
-    }
-
-    #[test]
-    fn switches_parse() {
-        assert!("TRUE".parse::<Switch>().unwrap().0);
-        assert!(!"0".parse::<Switch>().unwrap().0);
-        assert!("maybe".parse::<Switch>().is_err());
     }
 }

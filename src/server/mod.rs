@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{self, CliError, ServeArgs, EXIT_OK};
 use crate::error::Error;
-use crate::image_io::DecodeMode;
+use crate::image::DecodeMode;
 use crate::model_files::ModelFile;
 use crate::models::{embedded_manifest, LoadOptions, ModelName, Models, Task, Weights};
 

@@ -13,7 +13,7 @@ use super::reply::Reply;
 use super::{metrics, multipart, openapi, page, v2, State};
 use crate::digits::DigitMode;
 use crate::error::Error;
-use crate::image_io::{DecodeMode, DecodeOptions};
+use crate::image::{DecodeMode, DecodeOptions};
 use crate::models::{Head, Model, ModelName, Models, Weights};
 use crate::pipeline::{self, ClassifyOptions, MAX_TOP_K};
 

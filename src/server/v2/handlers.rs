@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::codec::{self, InferRequest, InputTensor, OutputData, OutputTensor, TensorData};
 use crate::digits::{self, DigitMode, CLASSES};
 use crate::error::Error;
-use crate::image_io::{self, DecodeMode, DecodeOptions};
+use crate::image::{self, DecodeMode, DecodeOptions};
 use crate::models::{Head, Model, ModelName, Models};
 use crate::pipeline;
 use crate::server::reply::Reply;
@@ -327,7 +327,7 @@ fn run_tags(
     let shape = model.input_shape();
     let probabilities = run_each(samples, |sample| {
         let tensor = match sample {
-            Sample::Image(bytes) => preprocess.tensor(&image_io::decode(bytes, decode)?.rgb),
+            Sample::Image(bytes) => preprocess.tensor(&image::decode(bytes, decode)?.rgb),
             Sample::Tensor(values) => values.to_vec(),
         };
         let logits = model.engine.run(&shape, tensor)?;
@@ -352,7 +352,7 @@ fn run_digits(
     let readings = run_each(samples, |sample| {
         let features = match sample {
             Sample::Image(bytes) => {
-                digits::features(&image_io::decode(bytes, decode)?.rgb, mode).to_vec()
+                digits::features(&image::decode(bytes, decode)?.rgb, mode).to_vec()
             }
             Sample::Tensor(values) => values.to_vec(),
         };

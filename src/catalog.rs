@@ -1,23 +1,34 @@
 //! `tagger models`: what the binary carries, which weights each model has, and which model
-//! serves tags.
+//! serves tags (without loading any model into the engine).
 
-use crate::cli::{optional_setting, CliError, ModelsArgs, EXIT_OK};
+use crate::error::Result;
+use crate::model_files::ModelFile;
 use crate::models::{choose_tags_model, embedded_manifest, ModelName, Task, Weights};
 
-/// Prints the embedded models without loading them into the engine.
-pub fn models_command(args: ModelsArgs) -> Result<i32, CliError> {
-    let tags_model = optional_setting(args.tags_model, "TAGGER_TAGS_MODEL")?;
-    let files = crate::model_files::from_flags_or_env(&args.model_file)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+/// What to print.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The manifests as JSON instead of a table.
+    pub json: bool,
+    /// The tagging model asked for; `None`: the library's choice.
+    pub tags_model: Option<ModelName>,
+    /// Verified model files (`--model-file`) that replace embedded models.
+    pub model_files: Vec<ModelFile>,
+}
+
+/// Prints the models: embedded, or from their `--model-file`.
+pub fn run(config: &Config) -> Result<()> {
     let manifests = ModelName::ALL
         .into_iter()
-        .map(|name| match files.iter().find(|f| f.name == name) {
-            Some(file) => Ok(file.manifest.clone()),
-            None => embedded_manifest(name),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let default_tags = choose_tags_model(&manifests.iter().collect::<Vec<_>>(), tags_model)?;
-    if args.json {
+        .map(
+            |name| match config.model_files.iter().find(|f| f.name == name) {
+                Some(file) => Ok(file.manifest.clone()),
+                None => embedded_manifest(name),
+            },
+        )
+        .collect::<Result<Vec<_>>>()?;
+    let default_tags = choose_tags_model(&manifests.iter().collect::<Vec<_>>(), config.tags_model)?;
+    if config.json {
         let models: Vec<serde_json::Value> = manifests
             .iter()
             .map(|m| {
@@ -32,7 +43,7 @@ pub fn models_command(args: ModelsArgs) -> Result<i32, CliError> {
             "{}",
             serde_json::to_string_pretty(&body).unwrap_or_default()
         );
-        return Ok(EXIT_OK);
+        return Ok(());
     }
     println!(
         "{:<20} {:<14} {:<10} {:<18} source",
@@ -43,15 +54,11 @@ pub fn models_command(args: ModelsArgs) -> Result<i32, CliError> {
             Task::ImagenetTags => "imagenet-tags",
             Task::Digits => "digits",
         };
-        let weights = match m.weights {
-            Weights::Official => "official",
-            Weights::StandIn => "STAND-IN",
-        };
         println!(
             "{:<20} {:<14} {:<10} {:<18} {}",
             m.name.name(),
             task,
-            weights,
+            m.weights.name(),
             &m.onnx.sha256[..16],
             m.source
         );
@@ -70,5 +77,5 @@ pub fn models_command(args: ModelsArgs) -> Result<i32, CliError> {
             "stand-in weights are seeded random: their tags mean nothing (README, \"Models\")."
         );
     }
-    Ok(EXIT_OK)
+    Ok(())
 }

@@ -1,33 +1,17 @@
-//! Image bytes to 8-bit RGB pixels, exactly as the Python reference pipeline sees them.
+//! Image bytes to upright 8-bit RGB pixels, exactly as the Python reference pipeline sees them.
 //!
 //! The reference is Pillow: `Image.open`, optionally `draft('RGB', (256, 256))` for JPEG,
-//! `ImageOps.exif_transpose`, then `convert('RGB')`; images with transparency are composited on
-//! white (`(c*a + 255*(255-a) + 127) / 255`), because a transparent background means "no
-//! content" to a person while Pillow's plain `convert('RGB')` would expose whatever colour the
-//! encoder left under alpha 0. JPEG goes through libjpeg-turbo, the library Pillow links.
+//! `ImageOps.exif_transpose` ([`super::exif`]), then `convert('RGB')`; images with transparency
+//! are composited on white (`(c*a + 255*(255-a) + 127) / 255`), because a transparent background
+//! means "no content" to a person while Pillow's plain `convert('RGB')` would expose whatever
+//! colour the encoder left under alpha 0. JPEG goes through libjpeg-turbo, the library Pillow
+//! links.
 
 use std::io::Cursor;
 
+use super::exif::{exif_orientation, orient};
+use super::RgbPixels;
 use crate::error::{Error, Result};
-
-/// An 8-bit RGB image, rows top to bottom, pixels interleaved `RGBRGB...`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RgbImage {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// `width * height * 3` bytes.
-    pub data: Vec<u8>,
-}
-
-impl RgbImage {
-    /// The `[r, g, b]` at column `x`, row `y`.
-    pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
-        let i = (y * self.width + x) * 3;
-        [self.data[i], self.data[i + 1], self.data[i + 2]]
-    }
-}
 
 /// The container formats we decode, recognised by their magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +122,7 @@ impl Default for DecodeOptions {
 #[derive(Debug, Clone)]
 pub struct DecodedImage {
     /// Upright RGB pixels (possibly reduced in `fast` mode).
-    pub rgb: RgbImage,
+    pub rgb: RgbPixels,
     /// The container format.
     pub format: ImageFormat,
     /// Full-resolution upright width.
@@ -219,7 +203,7 @@ pub fn draft_scale(width: usize, height: usize) -> usize {
 }
 
 /// Decodes a JPEG; also returns its full-resolution size, which `fast` mode does not decode.
-fn decode_jpeg(bytes: &[u8], options: &DecodeOptions) -> Result<(RgbImage, (usize, usize))> {
+fn decode_jpeg(bytes: &[u8], options: &DecodeOptions) -> Result<(RgbPixels, (usize, usize))> {
     let mut decompressor =
         turbojpeg::Decompressor::new().map_err(|e| Error::Internal(e.to_string()))?;
     let header = decompressor.read_header(bytes).map_err(undecodable)?;
@@ -265,7 +249,7 @@ fn decode_jpeg(bytes: &[u8], options: &DecodeOptions) -> Result<(RgbImage, (usiz
         _ => pixels,
     };
     Ok((
-        RgbImage {
+        RgbPixels {
             width,
             height,
             data,
@@ -285,32 +269,32 @@ fn cmyk_to_rgb([c, m, y, k]: [u8; 4]) -> [u8; 3] {
     [channel(c), channel(m), channel(y)]
 }
 
-fn decode_other(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> Result<RgbImage> {
-    use image::ImageDecoder;
+fn decode_other(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> Result<RgbPixels> {
+    use ::image::ImageDecoder;
     let image_format = match format {
-        ImageFormat::Png => image::ImageFormat::Png,
-        ImageFormat::Gif => image::ImageFormat::Gif,
-        ImageFormat::Bmp => image::ImageFormat::Bmp,
-        ImageFormat::Tiff => image::ImageFormat::Tiff,
-        ImageFormat::WebP => image::ImageFormat::WebP,
+        ImageFormat::Png => ::image::ImageFormat::Png,
+        ImageFormat::Gif => ::image::ImageFormat::Gif,
+        ImageFormat::Bmp => ::image::ImageFormat::Bmp,
+        ImageFormat::Tiff => ::image::ImageFormat::Tiff,
+        ImageFormat::WebP => ::image::ImageFormat::WebP,
         ImageFormat::Jpeg => unreachable!("JPEG is decoded by libjpeg-turbo"),
     };
-    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), image_format);
-    let mut limits = image::Limits::default();
+    let mut reader = ::image::ImageReader::with_format(Cursor::new(bytes), image_format);
+    let mut limits = ::image::Limits::default();
     // Room for the decoded image plus a 16-bit RGBA copy; the pixel check below is the real gate.
     limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 << 20));
     reader.limits(limits);
     let decoder = reader.into_decoder().map_err(image_error)?;
     let (width, height) = decoder.dimensions();
     check_pixels(u64::from(width), u64::from(height), max_pixels)?;
-    let decoded = image::DynamicImage::from_decoder(decoder).map_err(image_error)?;
+    let decoded = ::image::DynamicImage::from_decoder(decoder).map_err(image_error)?;
     Ok(to_rgb(decoded))
 }
 
-fn image_error(e: image::ImageError) -> Error {
+fn image_error(e: ::image::ImageError) -> Error {
     match e {
-        image::ImageError::Limits(l) => Error::Undecodable(format!("decoder limit: {l}")),
-        image::ImageError::Unsupported(u) => Error::UnsupportedFormat(u.to_string()),
+        ::image::ImageError::Limits(l) => Error::Undecodable(format!("decoder limit: {l}")),
+        ::image::ImageError::Unsupported(u) => Error::UnsupportedFormat(u.to_string()),
         other => Error::Undecodable(other.to_string()),
     }
 }
@@ -323,8 +307,8 @@ fn over_white(c: u8, a: u8) -> u8 {
 
 /// Pillow's conversions to RGB: 16-bit RGB keeps the high byte (Pillow's `RGB;16B` raw mode),
 /// 16-bit grayscale is clipped at 255 (Pillow's `I;16` to `RGB`), alpha goes over white.
-fn to_rgb(image: image::DynamicImage) -> RgbImage {
-    use image::DynamicImage as D;
+fn to_rgb(image: ::image::DynamicImage) -> RgbPixels {
+    use ::image::DynamicImage as D;
     let (width, height) = (image.width() as usize, image.height() as usize);
     let data: Vec<u8> = match image {
         D::ImageLuma8(im) => im.into_raw().into_iter().flat_map(|v| [v, v, v]).collect(),
@@ -378,49 +362,9 @@ fn to_rgb(image: image::DynamicImage) -> RgbImage {
                 .collect()
         }
     };
-    RgbImage {
+    RgbPixels {
         width,
         height,
-        data,
-    }
-}
-
-/// The EXIF Orientation tag (1..=8), or 1 when absent or unreadable.
-fn exif_orientation(bytes: &[u8]) -> u32 {
-    let Ok(exif) = exif::Reader::new().read_from_container(&mut Cursor::new(bytes)) else {
-        return 1;
-    };
-    exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)
-        .and_then(|field| field.value.get_uint(0))
-        .filter(|o| (1..=8).contains(o))
-        .unwrap_or(1)
-}
-
-/// Applies an EXIF orientation like `ImageOps.exif_transpose`.
-pub fn orient(image: RgbImage, orientation: u32) -> RgbImage {
-    let (w, h) = (image.width, image.height);
-    // Each arm maps an output (x, y) to the input pixel it shows.
-    let source: Box<dyn Fn(usize, usize) -> (usize, usize)> = match orientation {
-        2 => Box::new(|x, y| (w - 1 - x, y)),
-        3 => Box::new(|x, y| (w - 1 - x, h - 1 - y)),
-        4 => Box::new(|x, y| (x, h - 1 - y)),
-        5 => Box::new(|x, y| (y, x)),
-        6 => Box::new(|x, y| (y, h - 1 - x)),
-        7 => Box::new(|x, y| (w - 1 - y, h - 1 - x)),
-        8 => Box::new(|x, y| (w - 1 - y, x)),
-        _ => return image,
-    };
-    let (out_w, out_h) = if orientation >= 5 { (h, w) } else { (w, h) };
-    let mut data = Vec::with_capacity(image.data.len());
-    for y in 0..out_h {
-        for x in 0..out_w {
-            let (sx, sy) = source(x, y);
-            data.extend_from_slice(&image.pixel(sx, sy));
-        }
-    }
-    RgbImage {
-        width: out_w,
-        height: out_h,
         data,
     }
 }
@@ -428,15 +372,6 @@ pub fn orient(image: RgbImage, orientation: u32) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn numbered(width: usize, height: usize) -> RgbImage {
-        let data = (0..width * height).flat_map(|i| [i as u8, 0, 0]).collect();
-        RgbImage {
-            width,
-            height,
-            data,
-        }
-    }
 
     #[test]
     fn sniffs_every_format_and_rejects_text() {
@@ -463,28 +398,6 @@ mod tests {
             decode(b"", &DecodeOptions::default()).unwrap_err(),
             Error::EmptyImage
         );
-    }
-
-    #[test]
-    fn orientations_match_pillow_transposes() {
-        // 3 wide, 2 high: values 0 1 2 / 3 4 5.
-        let image = numbered(3, 2);
-        let red = |o| {
-            orient(image.clone(), o)
-                .data
-                .iter()
-                .step_by(3)
-                .copied()
-                .collect::<Vec<u8>>()
-        };
-        assert_eq!(red(1), [0, 1, 2, 3, 4, 5]);
-        assert_eq!(red(2), [2, 1, 0, 5, 4, 3]); // FLIP_LEFT_RIGHT
-        assert_eq!(red(3), [5, 4, 3, 2, 1, 0]); // ROTATE_180
-        assert_eq!(red(4), [3, 4, 5, 0, 1, 2]); // FLIP_TOP_BOTTOM
-        assert_eq!(red(5), [0, 3, 1, 4, 2, 5]); // TRANSPOSE
-        assert_eq!(red(6), [3, 0, 4, 1, 5, 2]); // ROTATE_270 (clockwise 90)
-        assert_eq!(red(7), [5, 2, 4, 1, 3, 0]); // TRANSVERSE
-        assert_eq!(red(8), [2, 5, 1, 4, 0, 3]); // ROTATE_90 (counter-clockwise)
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `fast_image_resize` differs by one level on ~15% of pixels, which moves a trained network's
 //! probabilities by up to 1e-2, so we port the algorithm instead.
 
-use crate::image_io::RgbImage;
+use super::RgbPixels as RgbImage;
 
 /// Fixed-point precision of Pillow's 8-bit resampling (`32 - 8 - 2`).
 const PRECISION_BITS: u32 = 22;

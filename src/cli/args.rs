@@ -1,26 +1,10 @@
-//! Command-line interface: argument definitions, environment fallbacks, dispatch and exit codes.
-//!
-//! Every option can also be set by an environment variable (`TAGGER_*`), which is what
-//! containers and systemd units use; a flag on the command line wins over the environment.
-//!
-//! Exit codes (documented in `--help` and the README):
-//! - 0: success (for `score`: every file scored).
-//! - 1: a runtime failure (for `score`: at least one file failed; for `healthcheck`: not ready).
-//! - 2: a usage error (unknown flag, bad value in a flag or a `TAGGER_*` variable).
-
-use std::str::FromStr;
+//! Every flag of every subcommand (argh), with its `TAGGER_*` variable and default in its help
+//! text; [`super::config`] turns each into its front-end's plain `Config`.
 
 use argh::FromArgs;
 
-use crate::image_io::DecodeMode;
+use crate::image::DecodeMode;
 use crate::models::ModelName;
-
-/// Exit code: everything worked.
-pub const EXIT_OK: i32 = 0;
-/// Exit code: a runtime failure, or some files failed to score.
-pub const EXIT_FAILURE: i32 = 1;
-/// Exit code: bad command line or configuration.
-pub const EXIT_USAGE: i32 = 2;
 
 #[derive(FromArgs, Debug)]
 /// Automatic ImageNet tags for photos and hand-drawn digit reading, all models embedded.
@@ -94,7 +78,7 @@ pub struct ServeArgs {
     #[argh(option)]
     pub max_batch: Option<usize>,
     /// replace an embedded model with an ONNX file and the model.json next to it, NAME=PATH;
-    /// repeatable [env TAGGER_MODEL_FILES, comma-separated]
+    /// repeatable [env TAGGER_MODEL_FILES, comma-separated; default: every model embedded]
     #[argh(option)]
     pub model_file: Vec<String>,
 }
@@ -177,7 +161,7 @@ pub struct ModelsArgs {
     #[argh(option)]
     pub tags_model: Option<ModelName>,
     /// a model file that replaces an embedded model, NAME=PATH; repeatable [env
-    /// TAGGER_MODEL_FILES, comma-separated]
+    /// TAGGER_MODEL_FILES, comma-separated; default: every model embedded]
     #[argh(option)]
     pub model_file: Vec<String>,
 }
@@ -195,97 +179,4 @@ pub struct BenchArgs {
     /// print JSON instead of a table
     #[argh(switch)]
     pub json: bool,
-}
-
-/// Why a subcommand failed; decides the exit code.
-#[derive(Debug)]
-pub enum CliError {
-    /// Bad flag or environment value: exit 2.
-    Usage(String),
-    /// Anything else: exit 1.
-    Failure(String),
-}
-
-impl From<crate::Error> for CliError {
-    fn from(e: crate::Error) -> Self {
-        match e {
-            crate::Error::BadParameter { .. } | crate::Error::UnknownModel(_) => {
-                CliError::Usage(e.to_string())
-            }
-            other => CliError::Failure(other.to_string()),
-        }
-    }
-}
-
-/// Runs a parsed command line and returns the process exit code.
-pub fn run(args: Args) -> i32 {
-    init_logging();
-    let result = match args.command {
-        Command::Serve(a) => crate::server::run(a),
-        Command::Score(a) => crate::score::run(a),
-        Command::Healthcheck(a) => crate::healthcheck::run(a),
-        Command::Models(a) => crate::report::models_command(a),
-        Command::Bench(a) => crate::bench::run(a),
-    };
-    match result {
-        Ok(code) => code,
-        Err(CliError::Usage(message)) => {
-            eprintln!("tagger: {message}");
-            EXIT_USAGE
-        }
-        Err(CliError::Failure(message)) => {
-            eprintln!("tagger: {message}");
-            EXIT_FAILURE
-        }
-    }
-}
-
-/// Logs to stderr at the level in `TAGGER_LOG`, else `RUST_LOG`, else `info`.
-///
-/// tiny_http's own log is off unless the filter names it: its only message is an accept error
-/// that the server reports itself (and restarts accepting), and that closing the listener
-/// during a drain triggers on every shutdown.
-fn init_logging() {
-    let spec = std::env::var("TAGGER_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_string());
-    let mut builder = env_logger::Builder::new();
-    if !spec.contains("tiny_http") {
-        builder.filter_module("tiny_http", log::LevelFilter::Off);
-    }
-    // A second initialisation (tests calling `run` twice) is harmless.
-    let _ = builder
-        .parse_filters(&spec)
-        .format_timestamp_millis()
-        .try_init();
-}
-
-/// Resolves an option: the flag if given, else `TAGGER_<env>`, else `default`.
-pub fn setting<T: FromStr>(flag: Option<T>, env: &str, default: T) -> Result<T, CliError>
-where
-    T::Err: std::fmt::Display,
-{
-    Ok(optional_setting(flag, env)?.unwrap_or(default))
-}
-
-/// Like [`setting`] without a default.
-pub fn optional_setting<T: FromStr>(flag: Option<T>, env: &str) -> Result<Option<T>, CliError>
-where
-    T::Err: std::fmt::Display,
-{
-    if flag.is_some() {
-        return Ok(flag);
-    }
-    match std::env::var(env) {
-        Ok(value) if !value.is_empty() => value
-            .parse()
-            .map(Some)
-            .map_err(|e| CliError::Usage(format!("environment variable {env}={value:?}: {e}"))),
-        _ => Ok(None),
-    }
-}
-
-/// The number of cores this process may use.
-pub fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }
