@@ -74,6 +74,15 @@ def main():
         check(not errors, f"no console errors (CSP violations included): {errors}")
         driver.save_screenshot(str(screenshot))
         print(f"screenshot: {screenshot}")
+
+        # A phone's width: one column, nothing wider than the screen.
+        driver.set_window_size(390, 1600)
+        overflow = driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        check(overflow <= 0, f"no horizontal scrolling at 390 px (overflow {overflow} px)")
+        phone = screenshot.with_name(screenshot.stem + "-phone.png")
+        driver.save_screenshot(str(phone))
+        print(f"screenshot (phone width): {phone}")
     finally:
         driver.quit()
 
