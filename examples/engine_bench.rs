@@ -7,7 +7,7 @@
 //! ```
 //!
 //! - Latency: batch 1, one thread, median of `--runs` runs after 10 warm-ups each: the two
-//!   tract engines loaded through `TractEngine::load` (`TAGGER_ENGINE_REWRITE=0` for plain
+//!   tract engines loaded through `TractEngine::load_with` (`rewrite: false` for plain
 //!   tract) and onnxruntime (1 intra-op thread, all graph optimisations, in a Python child that
 //!   runs on request and times itself) on the same input, taking turns of 4 runs (the first of
 //!   each turn, cold from the others' cache traffic, not counted).
@@ -21,8 +21,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tagger::depthwise::{self, Geometry, Isa};
-use tagger::engine::{Engine, TractEngine};
+use tagger::engine::ops::{depthwise, Geometry, Isa};
+use tagger::engine::rewrite::{rewrite_optimized, rewrite_typed};
+use tagger::engine::{Engine, EngineOptions, TractEngine};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{SimplePlan, SimpleState};
 
@@ -109,11 +110,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn load(onnx: &[u8], rewrite: bool, threads: usize) -> TractEngine {
-    // Set before any thread of ours exists (the benchmark is single-threaded here).
-    std::env::set_var("TAGGER_ENGINE_REWRITE", if rewrite { "1" } else { "0" });
-    let engine = TractEngine::load(onnx, &SHAPE, threads).unwrap();
-    std::env::remove_var("TAGGER_ENGINE_REWRITE");
-    engine
+    TractEngine::load_with(onnx, &SHAPE, &EngineOptions { threads, rewrite }).unwrap()
 }
 
 /// onnxruntime in a Python child, driven one run at a time so that its runs interleave with
@@ -429,21 +426,20 @@ fn profiles(a: &Args, x: &[f32]) {
         let plain = typed.clone().into_optimized().unwrap();
         // What `TractEngine::load` does.
         let mut ours = typed;
-        let dense = depthwise::dense::rewrite_dense(&mut ours).unwrap();
+        let typed_report = rewrite_typed(&mut ours).unwrap();
         let mut ours = ours.into_optimized().unwrap();
-        let report = depthwise::rewrite(&mut ours).unwrap();
+        let report = rewrite_optimized(&mut ours).unwrap();
         let runs = 20;
         let before = profile(&plain, x, runs);
         let after = profile(&ours, x, runs);
         println!(
-            "## Per-op profile, {name} (ms per run, mean of {runs} runs, 1 thread; rewrite: {} dense conv ({} Pad folded), {} depthwise, {} max-pool replaced, {} ReLU/ReLU6 fused, left to tract: {} dense, {} depthwise)",
-            dense.replaced,
-            dense.folded_pads,
-            report.replaced,
+            "## Per-op profile, {name} (ms per run, mean of {runs} runs, 1 thread; rewrite: {} dense conv, {} depthwise ({} Pad folded), {} max-pool replaced, {} ReLU/ReLU6 fused, {} convolutions left to tract)",
+            typed_report.dense,
+            typed_report.depthwise,
+            typed_report.folded_pads,
             report.maxpools,
             report.fused_clips,
-            dense.skipped.len(),
-            report.skipped.len(),
+            typed_report.skipped.len(),
         );
         println!();
         print_profiles(&before, &after);
@@ -569,7 +565,7 @@ fn isa_bench() {
             let mut ts = vec![];
             for i in 0..35 {
                 let t = Instant::now();
-                depthwise::depthwise(&g, &x, &kernel, &bias, None, isa, &mut out);
+                depthwise(&g, &x, &kernel, &bias, None, isa, &mut out);
                 if i >= 5 {
                     ts.push(ms(t.elapsed()));
                 }

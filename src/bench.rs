@@ -6,11 +6,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::digits::{self, DigitMode};
-use crate::engine::{Engine, TractEngine};
+use crate::engine::{Engine, EngineOptions, TractEngine};
 use crate::error::{Error, Result};
 use crate::image::resample::{resize, Filter};
 use crate::image::{decode, DecodeMode, DecodeOptions, RgbPixels};
-use crate::models::{embedded_onnx, load_one, Head, ModelName};
+use crate::models::{embedded_onnx, load_one, Head, LoadOptions, ModelName};
 
 /// The 451x300 photo every figure in the README uses (scikit-image's `chelsea`).
 const CAT_JPEG: &[u8] = include_bytes!("../examples/images/cat.jpg");
@@ -87,10 +87,21 @@ pub fn run(config: &Config) -> Result<()> {
     ];
     photos.extend(config.extra_photo.clone());
     let mut figures = Vec::new();
+    // TAGGER_ENGINE_REWRITE=0 benchmarks tract's own graph, as it does for the server.
+    let rewrite = LoadOptions::default().engine_rewrite;
+    let load = |onnx: &[u8], shape: &[usize], threads: usize| {
+        TractEngine::load_with(onnx, shape, &EngineOptions { threads, rewrite })
+    };
 
     for name in ModelName::ALL {
         let start = Instant::now();
-        let model = load_one(name, 1)?;
+        let model = load_one(
+            name,
+            &EngineOptions {
+                threads: 1,
+                rewrite,
+            },
+        )?;
         figures.push(Figure {
             what: format!("{name}: load + optimise"),
             median_ms: start.elapsed().as_secs_f64() * 1e3,
@@ -137,7 +148,7 @@ pub fn run(config: &Config) -> Result<()> {
                         engine.run(&shape, tensor.clone()).unwrap();
                     },
                 ));
-                let two = TractEngine::load(onnx, &shape, 2)?;
+                let two = load(onnx, &shape, 2)?;
                 figures.push(time(
                     format!("{name}: inference batch 1, 2 threads"),
                     runs,
@@ -147,7 +158,7 @@ pub fn run(config: &Config) -> Result<()> {
                 ));
                 if name == ModelName::Resnet18 {
                     let batch_shape = [8, shape[1], shape[2], shape[3]];
-                    let eight = TractEngine::load(onnx, &batch_shape, 1)?;
+                    let eight = load(onnx, &batch_shape, 1)?;
                     let batch: Vec<f32> = tensor
                         .iter()
                         .copied()

@@ -8,7 +8,6 @@
 pub mod bench;
 pub mod catalog;
 pub mod cli;
-pub mod depthwise;
 pub mod digits;
 pub mod engine;
 pub mod error;

@@ -11,7 +11,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -20,8 +19,9 @@ use crate::models::{embedded_manifest, Manifest, ModelName};
 /// The environment variable that lists model files (comma-separated `NAME=PATH`).
 pub const ENV: &str = "TAGGER_MODEL_FILES";
 
-/// A model file, read and verified.
-#[derive(Clone)]
+/// A model file, verified. Its bytes are not kept: the loader reads them again
+/// ([`ModelFile::read_verified`]) and drops them once the engine has its own copy.
+#[derive(Debug, Clone)]
 pub struct ModelFile {
     /// The model it replaces.
     pub name: ModelName,
@@ -29,18 +29,33 @@ pub struct ModelFile {
     pub path: PathBuf,
     /// Its manifest, `loaded_from` set to the path.
     pub manifest: Manifest,
-    /// The ONNX bytes.
-    pub onnx: Arc<[u8]>,
 }
 
-impl fmt::Debug for ModelFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ModelFile")
-            .field("name", &self.name)
-            .field("path", &self.path)
-            .field("bytes", &self.onnx.len())
-            .finish()
+impl ModelFile {
+    /// The ONNX bytes, checked again against the manifest's sha256 (the file may have changed
+    /// since start-up).
+    pub fn read_verified(&self) -> Result<Vec<u8>, ModelFileError> {
+        let onnx = std::fs::read(&self.path).map_err(|e| ModelFileError::Unreadable {
+            path: self.path.clone(),
+            why: e.to_string(),
+        })?;
+        check_sha256(&self.path, &onnx, &self.manifest)?;
+        Ok(onnx)
     }
+}
+
+fn check_sha256(path: &Path, onnx: &[u8], manifest: &Manifest) -> Result<(), ModelFileError> {
+    let sha256 = hex(&Sha256::digest(onnx));
+    if sha256.eq_ignore_ascii_case(&manifest.onnx.sha256) {
+        return Ok(());
+    }
+    Err(ModelFileError::Mismatch {
+        path: path.to_path_buf(),
+        why: format!(
+            "sha256 is {sha256}, the manifest says {} (corrupt or not this model's file)",
+            manifest.onnx.sha256
+        ),
+    })
 }
 
 /// Why a model file cannot be used.
@@ -161,20 +176,13 @@ pub fn load(name: ModelName, path: &Path) -> Result<ModelFile, ModelFileError> {
             manifest.onnx.file
         )));
     }
-    let sha256 = hex(&Sha256::digest(&onnx));
-    if !sha256.eq_ignore_ascii_case(&manifest.onnx.sha256) {
-        return Err(mismatch(format!(
-            "sha256 is {sha256}, the manifest says {} (corrupt or not this model's file)",
-            manifest.onnx.sha256
-        )));
-    }
+    check_sha256(path, &onnx, &manifest)?;
     check_graph(&onnx, &manifest).map_err(mismatch)?;
     manifest.loaded_from = Some(path.display().to_string());
     Ok(ModelFile {
         name,
         path: path.to_path_buf(),
         manifest,
-        onnx: onnx.into(),
     })
 }
 
@@ -239,6 +247,10 @@ mod tests {
             file.manifest.loaded_from.as_deref(),
             Some(onnx.to_str().unwrap())
         );
+        assert_eq!(file.read_verified().unwrap(), std::fs::read(&onnx).unwrap());
+        // Changed after start-up: refused when the loader reads it again.
+        std::fs::write(&onnx, b"changed").unwrap();
+        assert!(file.read_verified().is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -7,7 +7,7 @@ use include_dir::{include_dir, Dir};
 use serde::{Deserialize, Serialize};
 
 use crate::digits::PlattParameters;
-use crate::engine::{Engine, TractEngine};
+use crate::engine::{memory, Engine, EngineOptions, TractEngine};
 use crate::error::{Error, Result};
 use crate::model_files::ModelFile;
 use crate::preprocess::ImagePreprocess;
@@ -271,13 +271,23 @@ pub struct LoadOptions {
     pub threads_per_inference: usize,
     /// Which model serves `/v1/tags` by default; `None` picks the best real model.
     pub tags_model: Option<ModelName>,
+    /// Run convolutions and max-pools on the engine's own ops (see [`crate::engine::rewrite`]);
+    /// `false` leaves tract's graph as tract optimises it, for comparisons.
+    pub engine_rewrite: bool,
 }
 
+/// The environment variable that turns the engine rewrite off (`0`) for every surface.
+pub const ENGINE_REWRITE_ENV: &str = "TAGGER_ENGINE_REWRITE";
+
 impl Default for LoadOptions {
+    /// One core per inference, the best real tagging model, and the engine rewrite unless
+    /// `TAGGER_ENGINE_REWRITE=0`: this is where the server, `tagger score` and the tests read
+    /// that variable (the engine itself takes it as an explicit option).
     fn default() -> Self {
         LoadOptions {
             threads_per_inference: 1,
             tags_model: None,
+            engine_rewrite: std::env::var(ENGINE_REWRITE_ENV).as_deref() != Ok("0"),
         }
     }
 }
@@ -297,13 +307,16 @@ impl Models {
 
     /// Like [`Models::load_embedded`], with some models replaced by verified model files.
     pub fn load_with_files(options: &LoadOptions, files: &[ModelFile]) -> Result<Models> {
-        let threads = options.threads_per_inference.max(1);
+        let engine = EngineOptions {
+            threads: options.threads_per_inference.max(1),
+            rewrite: options.engine_rewrite,
+        };
         let models: Vec<Result<Model>> = std::thread::scope(|scope| {
             let handles: Vec<_> = ModelName::ALL
                 .into_iter()
                 .map(|name| {
                     let file = files.iter().find(|f| f.name == name);
-                    scope.spawn(move || load_one_from(name, threads, file))
+                    scope.spawn(move || load_one_from(name, &engine, file))
                 })
                 .collect();
             handles
@@ -314,10 +327,9 @@ impl Models {
                 })
                 .collect()
         });
-        Models::new(
-            models.into_iter().collect::<Result<_>>()?,
-            options.tags_model,
-        )
+        let models: Vec<Model> = models.into_iter().collect::<Result<_>>()?;
+        release_loader_memory(&models);
+        Models::new(models, options.tags_model)
     }
 
     /// Assembles models (real or fake) and settles the default tagging model: the requested
@@ -380,23 +392,43 @@ pub fn choose_tags_model(
     }
 }
 
-/// Loads and optimises one embedded model, as start-up does.
-pub fn load_one(name: ModelName, threads: usize) -> Result<Model> {
-    load_one_from(name, threads, None)
+/// Gives back what loading needed and serving does not: the resident pages of the embedded
+/// ONNX files (tract holds its own copy of every weight) and the heap the parsers freed.
+fn release_loader_memory(models: &[Model]) {
+    for model in models {
+        if let Ok(onnx) = embedded_onnx(&model.manifest) {
+            memory::release_file_pages(onnx);
+        }
+    }
+    memory::trim_heap();
 }
 
-/// Like [`load_one`], from a verified model file (`--model-file`) when there is one.
-pub fn load_one_from(name: ModelName, threads: usize, file: Option<&ModelFile>) -> Result<Model> {
+/// Loads and optimises one embedded model, as start-up does.
+pub fn load_one(name: ModelName, options: &EngineOptions) -> Result<Model> {
+    load_one_from(name, options, None)
+}
+
+/// Like [`load_one`], from a verified model file (`--model-file`) when there is one; its
+/// bytes are read again (and checked again) here and dropped once the engine has them.
+pub fn load_one_from(
+    name: ModelName,
+    options: &EngineOptions,
+    file: Option<&ModelFile>,
+) -> Result<Model> {
     let manifest = match file {
         Some(f) => f.manifest.clone(),
         None => embedded_manifest(name)?,
     };
     let head = head_for(&manifest)?;
-    let onnx = match file {
-        Some(f) => &f.onnx[..],
-        None => embedded_onnx(&manifest)?,
+    let engine = match file {
+        Some(f) => {
+            let onnx = f
+                .read_verified()
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            TractEngine::load_with(&onnx, &head.input_shape(), options)?
+        }
+        None => TractEngine::load_with(embedded_onnx(&manifest)?, &head.input_shape(), options)?,
     };
-    let engine = TractEngine::load(onnx, &head.input_shape(), threads)?;
     Ok(Model {
         manifest,
         head,

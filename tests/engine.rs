@@ -1,7 +1,7 @@
 //! The engine with our ops against tract's own graph, on the real models.
 
-use tagger::depthwise::dense::{rewrite_dense, FastConv};
-use tagger::depthwise::{rewrite, FastDepthwise, FastMaxPool};
+use tagger::engine::ops::{FastConv, FastDepthwise, FastMaxPool};
+use tagger::engine::rewrite::{rewrite_optimized, rewrite_typed};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::Op;
 
@@ -49,11 +49,10 @@ fn same_logits(name: &str, shape: &[usize]) -> (usize, usize, usize) {
     let typed = typed(name, shape);
     let plain = typed.clone().into_optimized().unwrap();
     let mut ours = typed;
-    let dense = rewrite_dense(&mut ours).unwrap();
-    assert!(dense.skipped.is_empty(), "{dense:?}");
-    let mut ours = ours.into_optimized().unwrap();
-    let report = rewrite(&mut ours).unwrap();
+    let report = rewrite_typed(&mut ours).unwrap();
     assert!(report.skipped.is_empty(), "{report:?}");
+    let mut ours = ours.into_optimized().unwrap();
+    rewrite_optimized(&mut ours).unwrap();
     let x = input(shape);
     let (want, got) = (run(plain, &x), run(ours.clone(), &x));
     let diff = want
@@ -97,9 +96,9 @@ fn our_ops_give_the_same_logits_on_several_threads() {
     for name in ["efficientnet_lite0", "resnet18"] {
         let shape = [1, 3, 224, 224];
         let mut model = typed(name, &shape);
-        rewrite_dense(&mut model).unwrap();
+        rewrite_typed(&mut model).unwrap();
         let mut model = model.into_optimized().unwrap();
-        rewrite(&mut model).unwrap();
+        rewrite_optimized(&mut model).unwrap();
         let x = input(&shape);
         let single = run(model.clone(), &x);
         let options = RunOptions {

@@ -162,6 +162,7 @@ pub fn run(config: Config) -> Result<Ending, Error> {
     let load = LoadOptions {
         threads_per_inference: 1,
         tags_model: config.tags_model,
+        ..LoadOptions::default()
     };
     let loader = std::thread::spawn(move || Models::load_embedded(&load));
     let mut progress = progress::Progress::new(0);

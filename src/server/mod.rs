@@ -313,6 +313,7 @@ fn spawn_loader(state: Arc<State>, exec: Instant) {
             let options = LoadOptions {
                 threads_per_inference: state.config.inference_threads,
                 tags_model: state.config.tags_model,
+                ..LoadOptions::default()
             };
             match Models::load_with_files(&options, &state.config.model_files) {
                 Ok(models) => {

@@ -1,18 +1,11 @@
-//! The inference engine behind a small trait, so the server, the CLI and post-processing can be
-//! tested with fake models, and so tract stays out of everything else.
+//! [`TractEngine`]: an ONNX model loaded, rewritten onto our ops and optimised by tract.
 
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
+use super::{rewrite, Engine, EngineOptions};
 use crate::error::{Error, Result};
-
-/// Runs one model on one input tensor.
-pub trait Engine: Send + Sync {
-    /// Runs the model on `input` (row-major, shape `shape`) and returns its first output,
-    /// flattened.
-    fn run(&self, shape: &[usize], input: Vec<f32>) -> Result<Vec<f32>>;
-}
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -27,17 +20,24 @@ pub struct TractEngine {
 }
 
 impl TractEngine {
-    /// Loads an ONNX model, fixes its input to `shape`, optimises it, and makes it runnable on
-    /// `threads` cores per call (1: the calling thread only).
-    ///
-    /// Dense convolutions run on [`crate::depthwise::dense::FastConv`] (swapped in before tract
-    /// optimises), and after tract's optimisation the depthwise convolutions and max-pools it
-    /// supports run on [`crate::depthwise::FastDepthwise`] / [`crate::depthwise::FastMaxPool`],
-    /// with a following ReLU / ReLU6 folded in; set `TAGGER_ENGINE_REWRITE=0` to keep tract's
-    /// graph untouched (for comparisons).
+    /// [`TractEngine::load_with`] with our ops and `threads` cores per call.
     pub fn load(onnx: &[u8], shape: &[usize], threads: usize) -> Result<TractEngine> {
+        let options = EngineOptions {
+            threads,
+            ..EngineOptions::default()
+        };
+        TractEngine::load_with(onnx, shape, &options)
+    }
+
+    /// Loads an ONNX model, fixes its input to `shape`, optimises it, and makes it runnable on
+    /// `options.threads` cores per call (1: the calling thread only).
+    ///
+    /// With `options.rewrite`, convolutions run on [`super::ops::FastConv`] and
+    /// [`super::ops::FastDepthwise`] (swapped in before tract optimises), max-pools on
+    /// [`super::ops::FastMaxPool`], with a following ReLU / ReLU6 folded in (after tract's
+    /// optimisation); see [`rewrite`].
+    pub fn load_with(onnx: &[u8], shape: &[usize], options: &EngineOptions) -> Result<TractEngine> {
         let internal = |e: TractError| Error::Internal(format!("loading model: {e:#}"));
-        let rewrite = std::env::var("TAGGER_ENGINE_REWRITE").as_deref() != Ok("0");
         let mut model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(onnx))
             .map_err(internal)?
@@ -45,33 +45,32 @@ impl TractEngine {
             .map_err(internal)?
             .into_typed()
             .map_err(internal)?;
-        if rewrite {
-            // Before tract lowers convolutions to im2col / einsum + matmul.
-            let dense = crate::depthwise::dense::rewrite_dense(&mut model).map_err(internal)?;
+        if options.rewrite {
+            let report = rewrite::rewrite_typed(&mut model).map_err(internal)?;
             log::debug!(
-                "dense rewrite: {} replaced, left to tract {:?}",
-                dense.replaced,
-                dense.skipped
-            );
-        }
-        let mut model = model.into_optimized().map_err(internal)?;
-        if rewrite {
-            let report = crate::depthwise::rewrite(&mut model).map_err(internal)?;
-            log::debug!(
-                "depthwise rewrite: {} replaced, {} activations fused, {} max-pools, left to tract {:?}",
-                report.replaced,
-                report.fused_clips,
-                report.maxpools,
+                "engine rewrite: {} dense, {} depthwise, {} pads folded, left to tract {:?}",
+                report.dense,
+                report.depthwise,
+                report.folded_pads,
                 report.skipped
             );
         }
-        let options = RunOptions {
-            executor: (threads > 1)
-                .then(|| tract_linalg::multithread::Executor::multithread(threads)),
+        let mut model = model.into_optimized().map_err(internal)?;
+        if options.rewrite {
+            let report = rewrite::rewrite_optimized(&mut model).map_err(internal)?;
+            log::debug!(
+                "engine rewrite: {} activations fused, {} max-pools",
+                report.fused_clips,
+                report.maxpools
+            );
+        }
+        let run_options = RunOptions {
+            executor: (options.threads > 1)
+                .then(|| tract_linalg::multithread::Executor::multithread(options.threads)),
             ..Default::default()
         };
         let plan = model
-            .into_runnable_with_options(&options)
+            .into_runnable_with_options(&run_options)
             .map_err(internal)?;
         Ok(TractEngine {
             plan,

@@ -1,0 +1,91 @@
+//! Giving memory back once the models are loaded.
+//!
+//! Loading reads every embedded ONNX file once (tract copies the weights out of it), which
+//! faults the file's pages of the binary into the process: tens of megabytes that are never
+//! read again. Parsing also allocates and frees a few copies of the weights (the protobuf, the
+//! inference model, the unoptimised graph); glibc keeps much of that freed memory inside its
+//! arenas. Both are returned to the kernel here; neither changes what the process computes.
+
+/// Drops the pages wholly inside `bytes` from this process's resident set.
+///
+/// `bytes` must be read-only data of the binary (here: `include_dir`'s embedded files): those
+/// pages are private, clean and file-backed, so `MADV_DONTNEED` only unmaps them and a later
+/// read faults them back in from the file with the same contents. Pages shared with
+/// neighbouring data (the partial first and last page) are left alone.
+pub fn release_file_pages(bytes: &'static [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        let page = page_size();
+        let start = (bytes.as_ptr() as usize).next_multiple_of(page);
+        let end = (bytes.as_ptr() as usize + bytes.len()) / page * page;
+        if end > start {
+            // Safety: the range lies inside a live 'static, read-only mapping of the binary; the
+            // advice changes residency, never contents, for clean file-backed private pages.
+            let rc = unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+            };
+            if rc != 0 {
+                log::debug!(
+                    "madvise(DONTNEED) on {} embedded bytes: {}",
+                    end - start,
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
+}
+
+/// Returns the free memory inside the allocator's arenas to the kernel (glibc's
+/// `malloc_trim`; a no-op elsewhere).
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // Safety: malloc_trim only releases free pages; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn page_size() -> usize {
+    // Safety: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        size as usize
+    } else {
+        4096
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Read-only data of the test binary spanning several pages, like an embedded model.
+    static PATTERN: [u8; 5 * 4096 + 123] = {
+        let mut bytes = [0u8; 5 * 4096 + 123];
+        let mut i = 0;
+        while i < bytes.len() {
+            bytes[i] = (i * 31 % 251) as u8;
+            i += 1;
+        }
+        bytes
+    };
+
+    #[test]
+    fn released_pages_read_back_the_same() {
+        // black_box: read the mapped bytes, not a value the compiler folded from the constant.
+        let data: &'static [u8] = std::hint::black_box(&PATTERN[..]);
+        let before: u64 = data.iter().map(|&b| u64::from(b)).sum();
+        release_file_pages(&data[7..]);
+        trim_heap();
+        let data: &'static [u8] = std::hint::black_box(data);
+        let after: u64 = data.iter().map(|&b| u64::from(b)).sum();
+        assert_eq!(before, after);
+        assert!(data
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i * 31 % 251) as u8));
+    }
+}

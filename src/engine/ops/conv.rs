@@ -1,0 +1,598 @@
+//! Dense (group 1) f32 convolution as an implicit matrix product over the phase planes of
+//! [`super::planes`]: every input channel is copied once into zero-padded phase planes, then each
+//! block of output vectors accumulates `sum_k w[co][k] * plane_k[o]` over `k = (ci, ky, kx)`,
+//! where `plane_k` is a pointer into the phase planes; no im2col buffer, no packing of
+//! activations, the padding costs nothing. A 1x1, stride-1, unpadded convolution reads its input
+//! in place.
+//!
+//! The AVX-512 kernel keeps 8 output channels x 3 vectors of 16 outputs (24 accumulators) in
+//! registers: per `k`, 3 loads, 8 broadcasts, 24 FMAs; the weights are prefetched (they stream
+//! from memory once per inference). On small planes (at most 256 pixels: 14x14, 7x7) a 1x1
+//! convolution runs with output channels in the lanes instead ([`CT`] channels x [`PT`] pixels
+//! per tile), where vectors along the plane would be mostly empty. AVX2 runs 4 channels x 3
+//! vectors of 8; the portable path one vector of 8 at a time.
+
+// The kernels index accumulators by channel and vector together.
+#![allow(clippy::needless_range_loop)]
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
+use super::planes::{Job, PlaneSetup};
+use super::{Clip, Geometry, Isa};
+
+/// Output channels per weight block (the AVX-512 kernel's register rows).
+pub(crate) const MR: usize = 8;
+/// Output vectors per job group.
+const NV: usize = 3;
+/// Output channels per tile of [`pointwise_small`] (two vectors of 16).
+pub(crate) const CT: usize = 32;
+/// Output pixels per tile of [`pointwise_small`].
+pub(crate) const PT: usize = 7;
+/// Largest plane (pixels) a pointwise convolution runs channels-in-lanes (14x14 and 7x7 gain
+/// there, 28x28 loses).
+const SMALL_PLANE: usize = 256;
+
+/// Weights repacked for the kernels: `[cout / MR][K][MR]` (zero rows past `cout`), `K =
+/// cin * kh * kw` in `(ci, ky, kx)` order; bias padded the same way.
+pub struct DenseWeights {
+    cout: usize,
+    k: usize,
+    packed: Vec<f32>,
+    bias: Vec<f32>,
+    /// For [`pointwise_small`]: `[cout / CT][K][CT]` (zero rows past `cout`), bias padded.
+    lanes: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl DenseWeights {
+    /// From an OIHW kernel (`cout * k` values) and `cout` biases.
+    pub fn new(cout: usize, k: usize, kernel: &[f32], bias: &[f32]) -> DenseWeights {
+        assert_eq!(kernel.len(), cout * k);
+        assert_eq!(bias.len(), cout);
+        let blocks = cout.div_ceil(MR);
+        let mut packed = vec![0f32; blocks * k * MR];
+        let mut padded_bias = vec![0f32; blocks * MR];
+        for co in 0..cout {
+            let (b, j) = (co / MR, co % MR);
+            for t in 0..k {
+                packed[(b * k + t) * MR + j] = kernel[co * k + t];
+            }
+            padded_bias[co] = bias[co];
+        }
+        DenseWeights {
+            cout,
+            k,
+            packed,
+            bias: padded_bias,
+            lanes: None,
+        }
+    }
+
+    /// Adds the channels-in-lanes packing [`pointwise_small`] reads.
+    fn with_lanes(mut self, kernel: &[f32], bias: &[f32]) -> DenseWeights {
+        let (cout, k) = (self.cout, self.k);
+        let tiles = cout.div_ceil(CT);
+        let mut packed = vec![0f32; tiles * k * CT];
+        let mut padded_bias = vec![0f32; tiles * CT];
+        for co in 0..cout {
+            let (t, j) = (co / CT, co % CT);
+            for kk in 0..k {
+                packed[(t * k + kk) * CT + j] = kernel[co * k + kk];
+            }
+            padded_bias[co] = bias[co];
+        }
+        self.lanes = Some((packed, padded_bias));
+        self
+    }
+
+    fn blocks(&self) -> usize {
+        self.cout.div_ceil(MR)
+    }
+}
+
+impl std::fmt::Debug for DenseWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DenseWeights({}x{})", self.cout, self.k)
+    }
+}
+
+/// tract op: dense convolution of an f32 CHW (`rank == 3`) or NCHW (`rank == 4`) tensor with
+/// weights held by the op; one input, one output; an optional fused clamp (ReLU, ReLU6).
+#[derive(Debug, Clone)]
+pub struct FastConv {
+    /// The convolution over each input plane (`geo.c` is the input channel count).
+    pub geo: Geometry,
+    /// Output channels.
+    pub cout: usize,
+    /// 3 for CHW, 4 for NCHW.
+    pub rank: usize,
+    /// A clamp fused from a following ReLU / ReLU6.
+    pub clip: Option<Clip>,
+    weights: Arc<DenseWeights>,
+}
+
+impl PartialEq for FastConv {
+    fn eq(&self, other: &Self) -> bool {
+        self.geo == other.geo
+            && self.cout == other.cout
+            && self.rank == other.rank
+            && self.clip == other.clip
+            && (Arc::ptr_eq(&self.weights, &other.weights)
+                || (self.weights.packed == other.weights.packed
+                    && self.weights.bias == other.weights.bias))
+    }
+}
+
+impl Eq for FastConv {}
+
+impl std::hash::Hash for FastConv {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.geo.hash(state);
+        self.cout.hash(state);
+        self.rank.hash(state);
+        self.clip.hash(state);
+    }
+}
+
+impl FastConv {
+    /// The op for `geo` (input channels `geo.c`) and an OIHW kernel of `cout` filters.
+    pub fn new(
+        geo: Geometry,
+        cout: usize,
+        rank: usize,
+        kernel: &[f32],
+        bias: &[f32],
+    ) -> TractResult<FastConv> {
+        ensure!(geo.is_valid(), "invalid convolution geometry {geo:?}");
+        ensure!(
+            rank == 4 || (rank == 3 && geo.n == 1),
+            "rank {rank} for {geo:?}"
+        );
+        ensure!(cout > 0);
+        let k = geo.c * geo.taps();
+        ensure!(
+            kernel.len() == cout * k && bias.len() == cout,
+            "weights for {geo:?}"
+        );
+        ensure!(geo.c * geo.sh * geo.sw * geo.phase_len() < u32::MAX as usize);
+        let mut weights = DenseWeights::new(cout, k, kernel, bias);
+        if pointwise_small_fits(&geo) {
+            weights = weights.with_lanes(kernel, bias);
+        }
+        let weights = Arc::new(weights);
+        Ok(FastConv {
+            geo,
+            cout,
+            rank,
+            clip: None,
+            weights,
+        })
+    }
+
+    /// Input and output shapes.
+    pub fn shapes(&self) -> (TVec<usize>, TVec<usize>) {
+        let g = &self.geo;
+        if self.rank == 4 {
+            (
+                tvec!(g.n, g.c, g.h, g.w),
+                tvec!(g.n, self.cout, g.oh(), g.ow()),
+            )
+        } else {
+            (tvec!(g.c, g.h, g.w), tvec!(self.cout, g.oh(), g.ow()))
+        }
+    }
+}
+
+impl Op for FastConv {
+    fn name(&self) -> StaticName {
+        "FastConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let g = &self.geo;
+        Ok(vec![format!(
+            "{}->{} {}x{} stride {}x{} pad t{} l{} b{} r{} on {}x{}{}",
+            g.c,
+            self.cout,
+            g.kh,
+            g.kw,
+            g.sh,
+            g.sw,
+            g.pad_top,
+            g.pad_left,
+            g.pad_bottom,
+            g.pad_right,
+            g.h,
+            g.w,
+            self.clip.map(|c| format!(" {c:?}")).unwrap_or_default()
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for FastConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let (input_shape, output_shape) = self.shapes();
+        ensure!(
+            x.datum_type() == f32::datum_type(),
+            "FastConv runs f32 only"
+        );
+        ensure!(
+            x.shape() == &*input_shape,
+            "FastConv expected {input_shape:?}, got {:?}",
+            x.shape()
+        );
+        let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&output_shape)? };
+        {
+            let mut view = output.try_as_plain_ram_mut()?;
+            let out = view.as_slice_mut::<f32>()?;
+            conv_threaded(self, x, Isa::detect(), out)?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for FastConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let (input_shape, output_shape) = self.shapes();
+        ensure!(inputs.len() == 1);
+        ensure!(inputs[0].datum_type == f32::datum_type());
+        ensure!(inputs[0].shape.as_concrete() == Some(&*input_shape));
+        Ok(tvec!(f32::fact(&*output_shape)))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let g = &self.geo;
+        let fma = g.n * self.cout * g.oh() * g.ow() * g.c * g.taps();
+        Ok(tvec!((Cost::FMA(f32::datum_type()), fma.into())))
+    }
+
+    as_op!();
+}
+
+/// Dense convolution of `x` (`n*cin*h*w`, NCHW) by `op` into `out` (`n*cout*oh*ow`), on `isa`.
+pub fn dense(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) {
+    conv_threaded(op, x, isa, out).unwrap()
+}
+
+/// What the kernels need for one batch item.
+struct Prepared<'a> {
+    op: &'a FastConv,
+    setup: PlaneSetup,
+    /// `K` offsets into the scratch: input channel `ci`'s phase planes plus the tap offset.
+    koff: Vec<u32>,
+    /// The jobs of one plane.
+    jobs: Vec<Job>,
+    lo: f32,
+    hi: f32,
+}
+
+fn conv_threaded(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) -> TractResult<()> {
+    let g = &op.geo;
+    let (oh, ow) = (g.oh(), g.ow());
+    assert_eq!(x.len(), g.n * g.c * g.h * g.w);
+    assert_eq!(out.len(), g.n * op.cout * oh * ow);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && op.weights.lanes.is_some() {
+        return pointwise_small(op, x, out);
+    }
+    let setup = PlaneSetup::new(g, isa.lanes());
+    // A 1x1, stride 1, unpadded convolution reads its input where it is: no scratch, no copy.
+    let direct = g.taps() == 1
+        && g.sh == 1
+        && g.sw == 1
+        && g.pad_top + g.pad_left + g.pad_bottom + g.pad_right == 0;
+    let channel_len = if direct {
+        g.h * g.w
+    } else {
+        g.sh * g.sw * setup.phase_len
+    };
+    let mut koff = Vec::with_capacity(g.c * g.taps());
+    for ci in 0..g.c {
+        for &t in &setup.tap_offsets {
+            koff.push((ci * channel_len + if direct { 0 } else { t }) as u32);
+        }
+    }
+    // Flat (whole plane over the phase width) when that needs fewer vectors than row by row;
+    // written straight into the output when the phase width is the output width, else into
+    // `flat_out` and copied. The copy is cheap next to the products over `K`.
+    let lanes = isa.lanes();
+    let flat = (oh * setup.wq).div_ceil(lanes) < oh * ow.div_ceil(lanes);
+    let copy = flat && setup.wq != ow;
+    let jobs = if flat {
+        super::planes::jobs(1, oh * setup.wq, 0, 0, lanes)
+    } else {
+        super::planes::jobs(oh, ow, setup.wq, ow, lanes)
+    };
+    let (lo, hi) = op.clip.map(|c| (c.lo(), c.hi())).unwrap_or((0.0, 0.0));
+    let flat_len = (oh * setup.wq).next_multiple_of(super::LANES_MAX);
+    let prepared = Prepared {
+        op,
+        setup,
+        koff,
+        jobs,
+        lo,
+        hi,
+    };
+    let blocks = op.weights.blocks();
+    let spare_len = if copy { 0 } else { MR * flat_len.max(oh * ow) };
+    let staging = if copy {
+        blocks * MR * flat_len
+    } else {
+        spare_len
+    };
+    let scratch_len = if direct { 0 } else { g.c * channel_len };
+    super::planes::with_buffers(scratch_len, staging, |scratch, staging| {
+        for ci in 0..scratch_len / channel_len.max(1) {
+            // The padding cells stay zero: the fills below overwrite only the interior.
+            super::planes::clear_padding(
+                &prepared.setup,
+                &mut scratch[ci * channel_len..][..channel_len],
+                0.0,
+            );
+        }
+        run_batch(&prepared, isa, x, out, scratch, staging, copy, flat_len)
+    })
+}
+
+/// Whether a convolution takes the channels-in-lanes path: 1x1, stride 1, no padding, a small
+/// plane (7x7 in EfficientNet-Lite0's last stages), where vectors along the plane would be
+/// mostly empty.
+fn pointwise_small_fits(g: &Geometry) -> bool {
+    g.kh == 1
+        && g.kw == 1
+        && g.sh == 1
+        && g.sw == 1
+        && g.pad_top + g.pad_left + g.pad_bottom + g.pad_right == 0
+        && g.h * g.w <= SMALL_PLANE
+}
+
+/// A small-plane pointwise convolution with output channels in the vector lanes: tiles of
+/// [`CT`] channels x [`PT`] pixels, per input channel two weight vectors and [`PT`] broadcast
+/// inputs (read straight from `x`, no scratch), results scattered to the channel planes.
+#[cfg(target_arch = "x86_64")]
+fn pointwise_small(op: &FastConv, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+    let g = &op.geo;
+    let (p, k) = (g.h * g.w, g.c);
+    let (packed, bias) = op.weights.lanes.as_ref().unwrap();
+    let tiles = op.cout.div_ceil(CT);
+    let (lo, hi) = op.clip.map(|c| (c.lo(), c.hi())).unwrap_or((0.0, 0.0));
+    let clip = op.clip.is_some();
+    for n in 0..g.n {
+        let xn = x[n * k * p..][..k * p].as_ptr() as usize;
+        let on = out[n * op.cout * p..][..op.cout * p].as_mut_ptr() as usize;
+        let work = op.cout * p * k;
+        tract_linalg::multithread::par_chunks_mut(&mut vec![(); tiles], 1, work, |first, ts| {
+            for t in first..first + ts.len() {
+                let valid = (op.cout - t * CT).min(CT);
+                // Safety: AVX-512F detected (the caller checked the `Isa`); tile `t` writes only
+                // its own channels' planes.
+                unsafe {
+                    super::x86::conv::pointwise_tile(
+                        xn as *const f32,
+                        p,
+                        k,
+                        packed[t * k * CT..][..k * CT].as_ptr(),
+                        &bias[t * CT..][..CT],
+                        valid,
+                        (on as *mut f32).add(t * CT * p),
+                        clip,
+                        lo,
+                        hi,
+                    )
+                };
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Every batch item of [`conv_threaded`]: `staging` holds the flat planes (`copy`) or the
+/// outputs of the channels past `cout`.
+#[allow(clippy::too_many_arguments)]
+fn run_batch(
+    prepared: &Prepared,
+    isa: Isa,
+    x: &[f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+    staging: &mut [f32],
+    copy: bool,
+    flat_len: usize,
+) -> TractResult<()> {
+    let op = prepared.op;
+    let g = &op.geo;
+    let (oh, ow, wq) = (g.oh(), g.ow(), prepared.setup.wq);
+    let channel_len = g.sh * g.sw * prepared.setup.phase_len;
+    let direct = scratch.is_empty();
+    let blocks = op.weights.blocks();
+    let (flat_out, spare) = if copy {
+        (staging, &mut [][..])
+    } else {
+        (&mut [][..], staging)
+    };
+    let in_plane = g.h * g.w;
+    let out_plane = oh * ow;
+    for n in 0..g.n {
+        let src = &x[n * g.c * in_plane..][..g.c * in_plane];
+        for ci in 0..if direct { 0 } else { g.c } {
+            let plane = &src[ci * in_plane..][..in_plane];
+            let dst = &mut scratch[ci * channel_len..][..channel_len];
+            // Safety: the features were detected for this `Isa`.
+            unsafe {
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => super::x86::planes::fill_avx512(&prepared.setup, plane, dst),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => super::x86::planes::fill_avx2(&prepared.setup, plane, dst),
+                    _ => super::planes::fill_portable(&prepared.setup, plane, dst),
+                }
+            }
+        }
+        let out_n = &mut out[n * op.cout * out_plane..][..op.cout * out_plane];
+        // Where output channel `co` goes: its plane (row layout), its flat plane, or the spare.
+        let targets: Vec<usize> = (0..blocks * MR)
+            .map(|co| {
+                if copy {
+                    flat_out.as_mut_ptr() as usize + co * flat_len * 4
+                } else if co < op.cout {
+                    out_n.as_mut_ptr() as usize + co * out_plane * 4
+                } else {
+                    spare.as_mut_ptr() as usize + (co % MR) * flat_len.max(out_plane) * 4
+                }
+            })
+            .collect();
+        let base = if direct {
+            src.as_ptr()
+        } else {
+            scratch.as_ptr()
+        } as usize;
+        let work = op.cout * out_plane * g.c * g.taps();
+        let p = &prepared;
+        tract_linalg::multithread::par_chunks_mut(&mut vec![(); blocks], 1, work, |first, bs| {
+            // Safety: each block writes its own channels' planes; the scratch is read-only here.
+            unsafe {
+                run_blocks(
+                    p,
+                    isa,
+                    base as *const f32,
+                    &targets,
+                    first..first + bs.len(),
+                )
+            };
+            Ok(())
+        })?;
+        if copy {
+            for co in 0..op.cout {
+                let plane = &flat_out[co * flat_len..][..flat_len];
+                let dst = &mut out_n[co * out_plane..][..out_plane];
+                for oy in 0..oh {
+                    dst[oy * ow..][..ow].copy_from_slice(&plane[oy * wq..][..ow]);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Weight blocks `blocks`, each over every job: blocks outer, so the block's weights stay in
+/// L1 and its stores go to `MR` planes at a time (the inputs come again from L2 for each).
+///
+/// # Safety
+/// `base` is the filled scratch; `targets[co]` (addresses) writable planes for every job.
+unsafe fn run_blocks(
+    p: &Prepared,
+    isa: Isa,
+    base: *const f32,
+    targets: &[usize],
+    blocks: std::ops::Range<usize>,
+) {
+    let w = &p.op.weights;
+    let k = w.k;
+    let clip = p.op.clip;
+    let (lo, hi) = (p.lo, p.hi);
+    for b in blocks {
+        let weights = w.packed[b * k * MR..][..k * MR].as_ptr();
+        let bias = &w.bias[b * MR..][..MR];
+        let mut outs = [std::ptr::null_mut::<f32>(); MR];
+        for j in 0..MR {
+            outs[j] = targets[b * MR + j] as *mut f32;
+        }
+        // Four vectors (a 7x7 plane) go together, as two halves of four channels.
+        let per_group = if isa == Isa::Avx512 && p.jobs.len() == 4 {
+            4
+        } else {
+            NV
+        };
+        for group in p.jobs.chunks(per_group) {
+            unsafe {
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => super::x86::conv::block_avx512(
+                        base,
+                        &p.koff,
+                        weights,
+                        bias,
+                        clip.is_some(),
+                        lo,
+                        hi,
+                        group,
+                        &outs,
+                    ),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => {
+                        for half in 0..2 {
+                            let h = half * MR / 2;
+                            let (w, b, o) = (weights.add(h), &bias[h..], &outs[h..]);
+                            super::x86::conv::block_avx2(
+                                base,
+                                &p.koff,
+                                w,
+                                b,
+                                clip.is_some(),
+                                lo,
+                                hi,
+                                group,
+                                o,
+                            )
+                        }
+                    }
+                    _ => block_portable(base, &p.koff, weights, bias, clip, group, &outs),
+                }
+            }
+        }
+    }
+}
+
+/// One weight block over one job group, eight lanes at a time (the jobs were cut for eight);
+/// multiply then add.
+#[allow(clippy::needless_range_loop)]
+unsafe fn block_portable(
+    base: *const f32,
+    koff: &[u32],
+    weights: *const f32,
+    bias: &[f32],
+    clip: Option<Clip>,
+    group: &[Job],
+    outs: &[*mut f32; MR],
+) {
+    const L: usize = 8;
+    for job in group {
+        let mut acc = [[0f32; L]; MR];
+        for j in 0..MR {
+            acc[j] = [bias[j]; L];
+        }
+        let n = (job.lanes as usize).min(L);
+        for (t, &off) in koff.iter().enumerate() {
+            let mut x = [0f32; L];
+            let src =
+                unsafe { std::slice::from_raw_parts(base.add(off as usize + job.inp as usize), n) };
+            x[..n].copy_from_slice(src);
+            for j in 0..MR {
+                let wj = unsafe { *weights.add(t * MR + j) };
+                for l in 0..L {
+                    acc[j][l] += wj * x[l];
+                }
+            }
+        }
+        for j in 0..MR {
+            let mut a = acc[j];
+            if let Some(c) = clip {
+                for v in &mut a {
+                    *v = v.max(c.lo()).min(c.hi());
+                }
+            }
+            unsafe { std::ptr::copy_nonoverlapping(a.as_ptr(), outs[j].add(job.out as usize), n) };
+        }
+    }
+}

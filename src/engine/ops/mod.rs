@@ -1,0 +1,209 @@
+//! The engine's own tract ops for f32 CNNs, and what they share.
+//!
+//! - [`depthwise`]: depthwise convolution (tract 0.23.9 runs it through a generic scalar loop on
+//!   x86; on EfficientNet-Lite0 that was 60% of the time for a few percent of the FLOPs);
+//! - [`maxpool`]: max pooling on the same plane loop;
+//! - [`conv`]: dense (group 1) convolution as an implicit matrix product over the same phase
+//!   planes;
+//! - [`planes`]: the phase-plane machinery (padding, strides, the per-plane loop) and the
+//!   portable kernels; [`x86`] the AVX-512F and AVX2+FMA kernels, chosen at run time ([`Isa`]).
+//!
+//! Products are fused multiply-adds on the SIMD paths, so results may differ from tract's
+//! (separate multiply and add) in the last bits. The loops run under tract's executor: a plan
+//! with intra-op threads splits the planes across them.
+
+use std::fmt;
+
+pub mod conv;
+pub mod depthwise;
+pub mod maxpool;
+pub(crate) mod planes;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86;
+
+pub use conv::FastConv;
+pub use depthwise::{depthwise, FastDepthwise};
+pub use maxpool::{maxpool, FastMaxPool};
+
+/// Where a depthwise convolution reads and writes: one spatial 2-D convolution per channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    /// Batch size (1 for a batchless CHW tensor).
+    pub n: usize,
+    /// Channels (= groups = output channels).
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Vertical stride.
+    pub sh: usize,
+    /// Horizontal stride.
+    pub sw: usize,
+    /// Zero rows above the input.
+    pub pad_top: usize,
+    /// Zero columns left of the input.
+    pub pad_left: usize,
+    /// Zero rows below the input.
+    pub pad_bottom: usize,
+    /// Zero columns right of the input.
+    pub pad_right: usize,
+}
+
+impl Geometry {
+    pub(crate) fn padded_h(&self) -> usize {
+        self.h + self.pad_top + self.pad_bottom
+    }
+
+    pub(crate) fn padded_w(&self) -> usize {
+        self.w + self.pad_left + self.pad_right
+    }
+
+    /// Whether the geometry describes a convolution with at least one output.
+    pub fn is_valid(&self) -> bool {
+        self.n > 0
+            && self.c > 0
+            && self.h > 0
+            && self.w > 0
+            && self.kh > 0
+            && self.kw > 0
+            && self.sh > 0
+            && self.sw > 0
+            && self.padded_h() >= self.kh
+            && self.padded_w() >= self.kw
+    }
+
+    /// Output height.
+    pub fn oh(&self) -> usize {
+        (self.padded_h() - self.kh) / self.sh + 1
+    }
+
+    /// Output width.
+    pub fn ow(&self) -> usize {
+        (self.padded_w() - self.kw) / self.sw + 1
+    }
+
+    /// Rows of one phase plane.
+    pub(crate) fn hq(&self) -> usize {
+        self.padded_h().div_ceil(self.sh)
+    }
+
+    /// Columns of one phase plane: also the row pitch of the flat output layout.
+    pub(crate) fn wq(&self) -> usize {
+        self.padded_w().div_ceil(self.sw)
+    }
+
+    /// Floats per phase plane, with room for the vector reads past the last row.
+    pub(crate) fn phase_len(&self) -> usize {
+        (self.hq() * self.wq() + self.kw + 2 * LANES_MAX * UNROLL).next_multiple_of(16)
+    }
+
+    pub(crate) fn taps(&self) -> usize {
+        self.kh * self.kw
+    }
+}
+
+/// Widest vector any path uses, in f32 lanes.
+pub(crate) const LANES_MAX: usize = 16;
+/// Output vectors in flight on the SIMD paths; each keeps two partial sums (even and odd
+/// taps), so eight FMA chains hide the FMA latency.
+pub(crate) const UNROLL: usize = 4;
+
+/// Which instruction set runs the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX-512F, 16 lanes.
+    Avx512,
+    /// AVX2 with FMA, 8 lanes.
+    Avx2,
+    /// Plain Rust the compiler vectorises for the baseline target.
+    Portable,
+}
+
+impl Isa {
+    /// The best instruction set this CPU has.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Every instruction set this CPU can run, best first (for tests and benchmarks).
+    pub fn available() -> Vec<Isa> {
+        let mut all = vec![];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                all.push(Isa::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                all.push(Isa::Avx2);
+            }
+        }
+        all.push(Isa::Portable);
+        all
+    }
+
+    pub(crate) fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 8,
+            Isa::Portable => 8,
+        }
+    }
+}
+
+/// Tap counts with a compiled kernel (3x3 and 5x5, or 1x9 / 9x1).
+pub(crate) fn supported_taps(taps: usize) -> bool {
+    matches!(taps, 9 | 25)
+}
+
+/// A clamp applied to every output (a fused ReLU6), bounds kept as bits so the op is `Eq`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Clip {
+    lo: u32,
+    hi: u32,
+}
+
+impl Clip {
+    /// `min(max(x, lo), hi)`.
+    pub fn new(lo: f32, hi: f32) -> Clip {
+        Clip {
+            lo: lo.to_bits(),
+            hi: hi.to_bits(),
+        }
+    }
+
+    /// The lower bound.
+    pub fn lo(&self) -> f32 {
+        f32::from_bits(self.lo)
+    }
+
+    /// The upper bound.
+    pub fn hi(&self) -> f32 {
+        f32::from_bits(self.hi)
+    }
+}
+
+impl fmt::Debug for Clip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "clip({}, {})", self.lo(), self.hi())
+    }
+}

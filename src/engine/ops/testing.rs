@@ -1,0 +1,125 @@
+//! Test helpers shared by the ops' and the rewrite's unit tests: deterministic random data,
+//! random geometries, and the definitions (in f64) the kernels are checked against.
+
+use super::{Clip, Geometry};
+
+/// Deterministic pseudo-random numbers (xorshift), uniform in [-1, 1).
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub(crate) fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    pub(crate) fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+}
+
+/// `got` within 1e-5 (relative, absolute below 1) of `want`.
+pub(crate) fn close(got: &[f32], want: &[f32]) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{} values, want {}", got.len(), want.len()));
+    }
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if (g - w).abs() > 1e-5 * w.abs().max(1.0) {
+            return Err(format!("at {i}: {g} vs {w}"));
+        }
+    }
+    Ok(())
+}
+
+/// Straight from the definition, in f64.
+pub(crate) fn reference(
+    g: &Geometry,
+    x: &[f32],
+    k: &[f32],
+    b: &[f32],
+    clip: Option<Clip>,
+) -> Vec<f32> {
+    let (oh, ow) = (g.oh(), g.ow());
+    let mut out = vec![];
+    for plane in 0..g.n * g.c {
+        let ch = plane % g.c;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = b[ch] as f64;
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let iy = (oy * g.sh + ky) as isize - g.pad_top as isize;
+                        let ix = (ox * g.sw + kx) as isize - g.pad_left as isize;
+                        if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                            continue;
+                        }
+                        let v = x[plane * g.h * g.w + iy as usize * g.w + ix as usize];
+                        acc += v as f64 * k[(ch * g.kh + ky) * g.kw + kx] as f64;
+                    }
+                }
+                let mut v = acc as f32;
+                if let Some(c) = clip {
+                    v = v.max(c.lo()).min(c.hi());
+                }
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// A valid geometry with a 3x3 or 5x5 kernel, stride 1 or 2, any padding up to the kernel.
+pub(crate) fn random_geometry(rng: &mut Rng) -> Geometry {
+    loop {
+        let k = if rng.below(2) == 0 { 3 } else { 5 };
+        let g = Geometry {
+            n: 1 + rng.below(3),
+            c: 1 + rng.below(20),
+            h: 1 + rng.below(40),
+            w: 1 + rng.below(40),
+            kh: k,
+            kw: k,
+            sh: 1 + rng.below(2),
+            sw: 1 + rng.below(2),
+            pad_top: rng.below(k),
+            pad_left: rng.below(k),
+            pad_bottom: rng.below(k),
+            pad_right: rng.below(k),
+        };
+        if g.is_valid() {
+            return g;
+        }
+    }
+}
+
+/// Max pooling straight from the definition; padding cells are left out.
+pub(crate) fn reference_max(g: &Geometry, x: &[f32]) -> Vec<f32> {
+    let mut out = vec![];
+    for plane in 0..g.n * g.c {
+        for oy in 0..g.oh() {
+            for ox in 0..g.ow() {
+                let mut m = f32::NEG_INFINITY;
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let iy = (oy * g.sh + ky) as isize - g.pad_top as isize;
+                        let ix = (ox * g.sw + kx) as isize - g.pad_left as isize;
+                        if iy >= 0 && ix >= 0 && iy < g.h as isize && ix < g.w as isize {
+                            m = m.max(x[plane * g.h * g.w + iy as usize * g.w + ix as usize]);
+                        }
+                    }
+                }
+                out.push(m);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,309 @@
+//! AVX-512F and AVX2+FMA kernels of the dense convolution ([`crate::engine::ops::conv`]).
+
+use std::arch::x86_64::*;
+
+use crate::engine::ops::conv::{CT, MR, PT};
+use crate::engine::ops::planes::Job;
+
+/// How far ahead (floats) the kernels prefetch their weights: 4 KB, 128 steps of `k`.
+const WEIGHT_PREFETCH: usize = 1024;
+/// The same for [`pointwise_px`], which goes through its weights faster.
+const LANES_PREFETCH: usize = 2048;
+
+/// 8 output channels x up to 3 vectors of 16 (one per job of `group`): per `k`, 3 loads,
+/// 8 broadcasts, 24 FMAs.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn block_avx512(
+    base: *const f32,
+    koff: &[u32],
+    weights: *const f32,
+    bias: &[f32],
+    clip: bool,
+    lo: f32,
+    hi: f32,
+    group: &[Job],
+    outs: &[*mut f32; MR],
+) {
+    let o = &outs[..];
+    unsafe {
+        match (group.len(), clip) {
+            (3, false) => {
+                block_n_avx512::<8, 3, false>(base, koff, weights, bias, lo, hi, group, o)
+            }
+            (3, true) => block_n_avx512::<8, 3, true>(base, koff, weights, bias, lo, hi, group, o),
+            (2, false) => {
+                block_n_avx512::<8, 2, false>(base, koff, weights, bias, lo, hi, group, o)
+            }
+            (2, true) => block_n_avx512::<8, 2, true>(base, koff, weights, bias, lo, hi, group, o),
+            (1, false) => {
+                block_n_avx512::<8, 1, false>(base, koff, weights, bias, lo, hi, group, o)
+            }
+            (1, true) => block_n_avx512::<8, 1, true>(base, koff, weights, bias, lo, hi, group, o),
+            // Four vectors (a 7x7 plane): two halves of four channels, 16 accumulators each.
+            (4, c) => {
+                for h in [0, MR / 2] {
+                    let (w, b, o) = (weights.add(h), &bias[h..], &outs[h..]);
+                    if c {
+                        block_n_avx512::<4, 4, true>(base, koff, w, b, lo, hi, group, o)
+                    } else {
+                        block_n_avx512::<4, 4, false>(base, koff, w, b, lo, hi, group, o)
+                    }
+                }
+            }
+            (n, _) => unreachable!("{n} jobs in a group"),
+        }
+    }
+}
+
+/// `R` output channels (weights at a stride of [`MR`]) x `V` vectors of 16.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_n_avx512<const R: usize, const V: usize, const CLIP: bool>(
+    base: *const f32,
+    koff: &[u32],
+    weights: *const f32,
+    bias: &[f32],
+    lo: f32,
+    hi: f32,
+    group: &[Job],
+    outs: &[*mut f32],
+) {
+    debug_assert!(group.len() == V && outs.len() >= R && bias.len() >= R);
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        for j in 0..R {
+            let b = _mm512_set1_ps(bias[j]);
+            for v in 0..V {
+                acc[j][v] = b;
+            }
+        }
+        let mut at = [0usize; V];
+        let mut lanes = [0 as __mmask16; V];
+        for v in 0..V {
+            at[v] = group[v].inp as usize;
+            lanes[v] = ((1u32 << group[v].lanes) - 1) as __mmask16;
+        }
+        let mut w = weights;
+        for &k in koff {
+            // The weights stream from memory once per inference (ResNet18's are 46 MB): ask
+            // for them well ahead, the hardware prefetcher misses this stream.
+            _mm_prefetch::<_MM_HINT_T0>(w.add(WEIGHT_PREFETCH) as *const i8);
+            let p = base.add(k as usize);
+            let mut x = [_mm512_setzero_ps(); V];
+            for v in 0..V {
+                // Masked: read straight from the input tensor, a row's last vector must not
+                // run past its end.
+                x[v] = _mm512_maskz_loadu_ps(lanes[v], p.add(at[v]));
+            }
+            for j in 0..R {
+                let wj = _mm512_set1_ps(*w.add(j));
+                for v in 0..V {
+                    acc[j][v] = _mm512_fmadd_ps(wj, x[v], acc[j][v]);
+                }
+            }
+            w = w.add(MR);
+        }
+        let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        for j in 0..R {
+            for v in 0..V {
+                let mut r = acc[j][v];
+                if CLIP {
+                    r = _mm512_min_ps(_mm512_max_ps(r, lov), hiv);
+                }
+                let mask = ((1u32 << group[v].lanes) - 1) as __mmask16;
+                _mm512_mask_storeu_ps(outs[j].add(group[v].out as usize), mask, r);
+            }
+        }
+    }
+}
+
+/// One tile of [`crate::engine::ops::conv`]'s `pointwise_small`: [`CT`] output channels over every pixel of the
+/// plane, [`PT`] pixels at a time.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pointwise_tile(
+    x: *const f32,
+    p: usize,
+    k: usize,
+    weights: *const f32,
+    bias: &[f32],
+    valid: usize,
+    out: *mut f32,
+    clip: bool,
+    lo: f32,
+    hi: f32,
+) {
+    let mut p0 = 0;
+    unsafe {
+        while p0 < p {
+            let n = (p - p0).min(PT);
+            macro_rules! go {
+                ($n:literal) => {
+                    if clip {
+                        pointwise_px::<$n, true>(x, p, k, weights, bias, valid, out, p0, lo, hi)
+                    } else {
+                        pointwise_px::<$n, false>(x, p, k, weights, bias, valid, out, p0, lo, hi)
+                    }
+                };
+            }
+            match n {
+                7 => go!(7),
+                6 => go!(6),
+                5 => go!(5),
+                4 => go!(4),
+                3 => go!(3),
+                2 => go!(2),
+                _ => go!(1),
+            }
+            p0 += n;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn pointwise_px<const N: usize, const CLIP: bool>(
+    x: *const f32,
+    p: usize,
+    k: usize,
+    weights: *const f32,
+    bias: &[f32],
+    valid: usize,
+    out: *mut f32,
+    p0: usize,
+    lo: f32,
+    hi: f32,
+) {
+    unsafe {
+        let b0 = _mm512_loadu_ps(bias.as_ptr());
+        let b1 = _mm512_loadu_ps(bias.as_ptr().add(16));
+        let mut acc = [[b0; N], [b1; N]];
+        let mut w = weights;
+        let mut xp = x.add(p0);
+        for _ in 0..k {
+            _mm_prefetch::<_MM_HINT_T0>(w.add(LANES_PREFETCH) as *const i8);
+            let w0 = _mm512_loadu_ps(w);
+            let w1 = _mm512_loadu_ps(w.add(16));
+            for q in 0..N {
+                let xb = _mm512_set1_ps(*xp.add(q));
+                acc[0][q] = _mm512_fmadd_ps(w0, xb, acc[0][q]);
+                acc[1][q] = _mm512_fmadd_ps(w1, xb, acc[1][q]);
+            }
+            w = w.add(CT);
+            xp = xp.add(p);
+        }
+        let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let index = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(p as i32),
+        );
+        for j in 0..2 {
+            let lanes = valid.saturating_sub(16 * j).min(16);
+            if lanes == 0 {
+                continue;
+            }
+            let mask = ((1u32 << lanes) - 1) as __mmask16;
+            for q in 0..N {
+                let mut v = acc[j][q];
+                if CLIP {
+                    v = _mm512_min_ps(_mm512_max_ps(v, lov), hiv);
+                }
+                let at = out.add(16 * j * p + p0 + q);
+                _mm512_mask_i32scatter_ps::<4>(at as _, mask, index, v);
+            }
+        }
+    }
+}
+
+/// 4 output channels (half a block: the weights keep their stride of 8) x up to 3
+/// vectors of 8.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn block_avx2(
+    base: *const f32,
+    koff: &[u32],
+    weights: *const f32,
+    bias: &[f32],
+    clip: bool,
+    lo: f32,
+    hi: f32,
+    group: &[Job],
+    outs: &[*mut f32],
+) {
+    unsafe {
+        match (group.len(), clip) {
+            (3, false) => block_n_avx2::<3, false>(base, koff, weights, bias, lo, hi, group, outs),
+            (3, true) => block_n_avx2::<3, true>(base, koff, weights, bias, lo, hi, group, outs),
+            (2, false) => block_n_avx2::<2, false>(base, koff, weights, bias, lo, hi, group, outs),
+            (2, true) => block_n_avx2::<2, true>(base, koff, weights, bias, lo, hi, group, outs),
+            (1, false) => block_n_avx2::<1, false>(base, koff, weights, bias, lo, hi, group, outs),
+            (1, true) => block_n_avx2::<1, true>(base, koff, weights, bias, lo, hi, group, outs),
+            (n, _) => unreachable!("{n} jobs in a group"),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_n_avx2<const V: usize, const CLIP: bool>(
+    base: *const f32,
+    koff: &[u32],
+    weights: *const f32,
+    bias: &[f32],
+    lo: f32,
+    hi: f32,
+    group: &[Job],
+    outs: &[*mut f32],
+) {
+    const R: usize = MR / 2;
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
+        for j in 0..R {
+            let b = _mm256_set1_ps(bias[j]);
+            for v in 0..V {
+                acc[j][v] = b;
+            }
+        }
+        let mut at = [0usize; V];
+        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mut lanes = [iota; V];
+        for v in 0..V {
+            at[v] = group[v].inp as usize;
+            lanes[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(group[v].lanes as i32), iota);
+        }
+        let mut w = weights;
+        for &k in koff {
+            _mm_prefetch::<_MM_HINT_T0>(w.add(WEIGHT_PREFETCH) as *const i8);
+            let p = base.add(k as usize);
+            let mut x = [_mm256_setzero_ps(); V];
+            for v in 0..V {
+                x[v] = _mm256_maskload_ps(p.add(at[v]), lanes[v]);
+            }
+            for j in 0..R {
+                let wj = _mm256_broadcast_ss(&*w.add(j));
+                for v in 0..V {
+                    acc[j][v] = _mm256_fmadd_ps(wj, x[v], acc[j][v]);
+                }
+            }
+            w = w.add(MR);
+        }
+        let (lov, hiv) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for j in 0..R {
+            for v in 0..V {
+                let mut r = acc[j][v];
+                if CLIP {
+                    r = _mm256_min_ps(_mm256_max_ps(r, lov), hiv);
+                }
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(group[v].lanes as i32), iota);
+                _mm256_maskstore_ps(outs[j].add(group[v].out as usize), mask, r);
+            }
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! The graph passes that put the engine's ops ([`super::ops`]) into a tract model.
+//!
+//! [`rewrite_typed`] runs on the model `into_typed()` returns, before tract declutters it (its
+//! declutter turns 1x1 convolutions into `EinSum` + `Add`, its optimiser the rest into im2col /
+//! matmul or its scalar `DepthWiseConv`): every f32 `Conv` becomes a [`FastConv`] (group 1) or a
+//! [`FastDepthwise`] (one group per channel), with a zero `Pad` in front of it folded into its
+//! padding. The geometry is read from tract's public `Conv` (`pool_spec`, `group`,
+//! `kernel_fmt`) and checked against the node's facts, so a tract upgrade that changes them
+//! fails the engine tests instead of silently leaving convolutions to tract.
+//!
+//! [`rewrite_optimized`] runs after `into_optimized()`: `OptMaxPool` nodes become
+//! [`FastMaxPool`], and a ReLU6 (`OptBinChain(Max+Min)` against two scalar constants) or ReLU
+//! (`OptMaxByScalar`) that is the only consumer of one of our convolutions is folded into it
+//! as a clamp (tract only forms those chains while optimising). Everything else stays with
+//! tract.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, OptMaxPool};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::ops::{supported_taps, Clip, FastConv, FastDepthwise, FastMaxPool, Geometry};
+
+#[cfg(test)]
+mod tests;
+
+/// What [`rewrite_typed`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypedReport {
+    /// Group-1 `Conv` nodes now running [`FastConv`].
+    pub dense: usize,
+    /// Depthwise `Conv` nodes now running [`FastDepthwise`].
+    pub depthwise: usize,
+    /// Zero `Pad` nodes folded into them.
+    pub folded_pads: usize,
+    /// `Conv` nodes left to tract, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// What [`rewrite_optimized`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OptimizedReport {
+    /// ReLU / ReLU6 nodes folded into a [`FastConv`] or [`FastDepthwise`].
+    pub fused_clips: usize,
+    /// `OptMaxPool` nodes now running [`FastMaxPool`].
+    pub maxpools: usize,
+}
+
+/// Replaces the f32 `Conv` nodes of a typed model that [`FastConv`] (group 1, constant weights
+/// and bias) or [`FastDepthwise`] (one group per channel, 9 or 25 taps) support. Call on the
+/// model `into_typed()` returns, before any decluttering.
+pub fn rewrite_typed(model: &mut TypedModel) -> TractResult<TypedReport> {
+    let mut report = TypedReport::default();
+    let candidates: Vec<usize> = model
+        .nodes
+        .iter()
+        .filter(|n| n.op_is::<Conv>())
+        .map(|n| n.id)
+        .collect();
+    for id in candidates {
+        let node = model.node(id);
+        let conv = node.op_as::<Conv>().unwrap();
+        let result = if conv.group == 1 {
+            dense_for_node(model, node).map(Replacement::Dense)
+        } else {
+            depthwise_for_node(model, node).map(|(op, bias)| Replacement::Depthwise(op, bias))
+        };
+        let replacement = match result {
+            Ok(r) => r,
+            Err(e) => {
+                report.skipped.push((node.name.clone(), format!("{e:#}")));
+                continue;
+            }
+        };
+        let mut input = node.inputs[0];
+        let folded = foldable_pad(model, input);
+        let mut patch = TypedModelPatch::default();
+        let wire = match replacement {
+            Replacement::Dense(mut op) => {
+                if let Some((from, pads)) = folded {
+                    op.geo = with_pads(op.geo, pads);
+                    input = from;
+                }
+                let tap = patch.tap_model(model, input)?;
+                report.dense += 1;
+                patch.wire_node(&node.name, op, &[tap])?
+            }
+            Replacement::Depthwise(mut op, bias) => {
+                if let Some((from, pads)) = folded {
+                    op.geo = with_pads(op.geo, pads);
+                    input = from;
+                }
+                let x = patch.tap_model(model, input)?;
+                let kernel = patch.tap_model(model, node.inputs[1])?;
+                let bias = match bias {
+                    Some(values) => patch.add_const(format!("{}.bias", node.name), values)?,
+                    None => patch.tap_model(model, node.inputs[2])?,
+                };
+                report.depthwise += 1;
+                patch.wire_node(&node.name, op, &[x, kernel, bias])?
+            }
+        };
+        report.folded_pads += folded.is_some() as usize;
+        patch.shunt_outside(model, OutletId::new(id, 0), wire[0])?;
+        patch.obliterate(id)?;
+        patch.apply(model)?;
+    }
+    if report.dense + report.depthwise > 0 {
+        model.compact()?;
+    }
+    Ok(report)
+}
+
+/// What replaces one `Conv`: a dense op, or a depthwise op with the biases it needs as a new
+/// constant (`None`: the node's own bias input has one per channel).
+enum Replacement {
+    Dense(FastConv),
+    Depthwise(FastDepthwise, Option<Tensor>),
+}
+
+/// `geo` reading the input of a folded zero `Pad` (top, bottom, left, right) instead of its
+/// output.
+fn with_pads(mut geo: Geometry, pads: [usize; 4]) -> Geometry {
+    geo.h -= pads[0] + pads[1];
+    geo.w -= pads[2] + pads[3];
+    geo.pad_top += pads[0];
+    geo.pad_bottom += pads[1];
+    geo.pad_left += pads[2];
+    geo.pad_right += pads[3];
+    geo
+}
+
+/// Replaces the `OptMaxPool` nodes of an optimised model that [`FastMaxPool`] supports, and
+/// folds into each [`FastConv`] / [`FastDepthwise`] the ReLU or ReLU6 that is its only
+/// consumer. Other nodes are left alone.
+pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport> {
+    let mut report = OptimizedReport::default();
+    let pools: Vec<usize> = model
+        .nodes
+        .iter()
+        .filter(|n| n.op_is::<OptMaxPool>())
+        .map(|n| n.id)
+        .collect();
+    for id in pools {
+        let node = model.node(id);
+        let Some(op) = maxpool_for_node(model, node)? else {
+            continue;
+        };
+        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?;
+        patch.apply(model)?;
+        report.maxpools += 1;
+    }
+    let convs: Vec<usize> = model
+        .nodes
+        .iter()
+        .filter(|n| {
+            n.op_as::<FastConv>().is_some_and(|c| c.clip.is_none())
+                || n.op_as::<FastDepthwise>().is_some_and(|c| c.clip.is_none())
+        })
+        .map(|n| n.id)
+        .collect();
+    for id in convs {
+        let node = model.node(id);
+        let Some((clip_id, clip)) = fusable_clip(model, node)? else {
+            continue;
+        };
+        let op: Box<dyn TypedOp> = if let Some(conv) = node.op_as::<FastConv>() {
+            let mut conv = conv.clone();
+            conv.clip = Some(clip);
+            Box::new(conv)
+        } else {
+            let dw = node.op_as::<FastDepthwise>().unwrap();
+            Box::new(FastDepthwise {
+                clip: Some(clip),
+                ..dw.clone()
+            })
+        };
+        let mut patch = TypedModelPatch::default();
+        let inputs = patch.taps(model, &node.inputs)?;
+        let wire = patch.wire_node(&node.name, op, &inputs)?;
+        patch.shunt_outside(model, OutletId::new(clip_id, 0), wire[0])?;
+        patch.obliterate(id)?;
+        patch.obliterate(clip_id)?;
+        patch.apply(model)?;
+        report.fused_clips += 1;
+    }
+    if report.maxpools + report.fused_clips > 0 {
+        model.compact()?;
+    }
+    Ok(report)
+}
+
+/// The [`FastConv`] equivalent to a group-1 tract `Conv` node with constant weights, or why
+/// there is none.
+fn dense_for_node(model: &TypedModel, node: &TypedNode) -> TractResult<FastConv> {
+    let conv = node.op_as::<Conv>().context("not a Conv")?;
+    let spec = &conv.pool_spec;
+    ensure!(
+        conv.group == 1 && conv.q_params.is_none(),
+        "grouped or quantized"
+    );
+    ensure!(
+        conv.kernel_fmt == KernelFormat::OIHW,
+        "kernel format {:?}",
+        conv.kernel_fmt
+    );
+    ensure!(node.inputs.len() == 3, "{} inputs", node.inputs.len());
+    let x = model.outlet_fact(node.inputs[0])?;
+    ensure!(
+        x.datum_type == f32::datum_type() && !x.is_exotic(),
+        "input {x:?}"
+    );
+    let kernel = const_value(model, node.inputs[1], 4).context("kernel is not a constant")?;
+    let bias = const_value(model, node.inputs[2], 4).context("bias is not a constant")?;
+    ensure!(kernel.datum_type() == f32::datum_type() && bias.datum_type() == f32::datum_type());
+    let (geo, rank, out_shape) = geometry(node, x, spec)?;
+    let cout = spec.output_channels;
+    ensure!(
+        kernel.shape() == [cout, geo.c, geo.kh, geo.kw],
+        "kernel {:?}",
+        kernel.shape()
+    );
+    let kernel_values = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
+    let bias_values: Vec<f32> = match bias.len() {
+        1 => vec![bias.cast_to_scalar::<f32>()?; cout],
+        l if l == cout => bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+        l => bail!("{l} biases for {cout} channels"),
+    };
+    let op = FastConv::new(geo, cout, rank, kernel_values, &bias_values)?;
+    ensure!(
+        op.shapes().1.as_slice() == out_shape,
+        "output {out_shape:?} vs {:?}",
+        op.shapes().1
+    );
+    Ok(op)
+}
+
+/// The [`FastDepthwise`] equivalent to a depthwise tract `Conv` node (one group per channel,
+/// as many outputs as inputs), or why there is none; with the per-channel biases when the
+/// node's bias input is a single constant.
+fn depthwise_for_node(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<(FastDepthwise, Option<Tensor>)> {
+    let conv = node.op_as::<Conv>().context("not a Conv")?;
+    let spec = &conv.pool_spec;
+    ensure!(conv.q_params.is_none(), "quantized");
+    ensure!(
+        conv.group == spec.input_channels && conv.group == spec.output_channels,
+        "group {} for {} -> {} channels",
+        conv.group,
+        spec.input_channels,
+        spec.output_channels
+    );
+    ensure!(
+        conv.kernel_fmt == KernelFormat::OIHW,
+        "kernel format {:?}",
+        conv.kernel_fmt
+    );
+    ensure!(node.inputs.len() == 3, "{} inputs", node.inputs.len());
+    let x = model.outlet_fact(node.inputs[0])?;
+    let kernel = model.outlet_fact(node.inputs[1])?;
+    let bias = model.outlet_fact(node.inputs[2])?;
+    ensure!(
+        x.datum_type == f32::datum_type() && !x.is_exotic(),
+        "input {x:?}"
+    );
+    ensure!(
+        kernel.datum_type == f32::datum_type() && !kernel.is_exotic(),
+        "kernel {kernel:?}"
+    );
+    let (geo, rank, out_shape) = geometry(node, x, spec)?;
+    ensure!(
+        geo.c == conv.group,
+        "{} channels, {} groups",
+        geo.c,
+        conv.group
+    );
+    ensure!(supported_taps(geo.taps()), "{}x{} kernel", geo.kh, geo.kw);
+    ensure!(
+        kernel.shape.as_concrete() == Some(&[geo.c, 1, geo.kh, geo.kw][..]),
+        "kernel shape {:?}",
+        kernel.shape
+    );
+    let bias_len = bias
+        .shape
+        .as_concrete()
+        .map(|s| s.iter().product::<usize>());
+    let bias = if bias.datum_type == f32::datum_type() && bias_len == Some(geo.c) {
+        None
+    } else {
+        let value = const_value(model, node.inputs[2], 4).context("bias is not a constant")?;
+        ensure!(
+            value.len() == 1,
+            "{} biases for {} channels",
+            value.len(),
+            geo.c
+        );
+        let v = value.cast_to_scalar::<f32>()?;
+        Some(Tensor::from_shape(&[geo.c], &vec![v; geo.c])?)
+    };
+    let op = FastDepthwise::new(geo, rank, None)?;
+    ensure!(
+        out_shape == op.output_shape().as_slice(),
+        "output {out_shape:?} vs computed {:?}",
+        op.output_shape()
+    );
+    Ok((op, bias))
+}
+
+/// The geometry of a convolution node from tract's `PoolSpec` and the node's input fact:
+/// f32 CHW / NCHW, two spatial axes, dilation 1; with the tensor rank and the output shape.
+fn geometry<'a>(
+    node: &'a TypedNode,
+    x: &TypedFact,
+    spec: &tract_onnx::tract_core::ops::cnn::PoolSpec,
+) -> TractResult<(Geometry, usize, &'a [usize])> {
+    let shape = x.shape.as_concrete().context("symbolic input shape")?;
+    let out_shape = node.outputs[0]
+        .fact
+        .shape
+        .as_concrete()
+        .context("symbolic output shape")?;
+    let rank = shape.len();
+    ensure!(
+        matches!(
+            (spec.data_format, rank),
+            (DataFormat::NCHW, 4) | (DataFormat::CHW, 3)
+        ),
+        "{:?} with rank {rank}",
+        spec.data_format
+    );
+    ensure!(
+        spec.kernel_shape.len() == 2,
+        "{} spatial axes",
+        spec.kernel_shape.len()
+    );
+    ensure!(spec.dilations().iter().all(|&d| d == 1), "dilations");
+    let (n, c, h, w) = if rank == 4 {
+        (shape[0], shape[1], shape[2], shape[3])
+    } else {
+        (1, shape[0], shape[1], shape[2])
+    };
+    let pads = spec.computed_padding(&[h, w]);
+    let strides = spec.strides();
+    let geo = Geometry {
+        n,
+        c,
+        h,
+        w,
+        kh: spec.kernel_shape[0],
+        kw: spec.kernel_shape[1],
+        sh: strides[0],
+        sw: strides[1],
+        pad_top: pads[0].pad_before,
+        pad_left: pads[1].pad_before,
+        pad_bottom: pads[0].pad_after,
+        pad_right: pads[1].pad_after,
+    };
+    ensure!(geo.is_valid(), "geometry {geo:?}");
+    Ok((geo, rank, out_shape))
+}
+
+/// The [`FastMaxPool`] equivalent to a tract `OptMaxPool` node, if it has one: f32 CHW/NCHW,
+/// two spatial axes, no index output, dilation 1, a 3x3 or 5x5 window.
+fn maxpool_for_node(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastMaxPool>> {
+    let Some(op) = node.op_as::<OptMaxPool>() else {
+        return Ok(None);
+    };
+    let x = model.outlet_fact(node.inputs[0])?;
+    if op.with_index_outputs.is_some()
+        || node.outputs.len() != 1
+        || node.inputs.len() != 1
+        || x.datum_type != f32::datum_type()
+        || x.is_exotic()
+    {
+        return Ok(None);
+    }
+    let Ok((geo, rank, out_shape)) = geometry(node, x, &op.pool_spec) else {
+        return Ok(None);
+    };
+    if !supported_taps(geo.taps()) {
+        return Ok(None);
+    }
+    let op = FastMaxPool::new(geo, rank)?;
+    if op.shapes().1.as_slice() != out_shape {
+        return Ok(None);
+    }
+    Ok(Some(op))
+}
+
+/// The ReLU6 (`OptBinChain(Max+Min)` with two scalar constants) or ReLU (`OptMaxByScalar`
+/// with a scalar constant) that is the only consumer of `node`'s output, if any, and its
+/// bounds.
+fn fusable_clip(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(usize, Clip)>> {
+    if model.outputs.contains(&OutletId::new(node.id, 0)) {
+        return Ok(None);
+    }
+    let Some(succ) = model.single_succ(node.id)? else {
+        return Ok(None);
+    };
+    let name = succ.op().name();
+    let arity = match name.as_ref() {
+        "OptBinChain(Max+Min)" => 3,
+        "OptMaxByScalar" => 2,
+        _ => return Ok(None),
+    };
+    if succ.inputs.len() != arity || succ.inputs[0] != OutletId::new(node.id, 0) {
+        return Ok(None);
+    }
+    let scalar = |outlet: OutletId| -> Option<f32> {
+        let fact = model.outlet_fact(outlet).ok()?;
+        let konst = fact.konst.as_ref()?;
+        if konst.len() != 1 || konst.datum_type() != f32::datum_type() {
+            return None;
+        }
+        konst.cast_to_scalar::<f32>().ok()
+    };
+    let hi = if arity == 3 {
+        scalar(succ.inputs[2])
+    } else {
+        Some(f32::INFINITY)
+    };
+    let (Some(lo), Some(hi)) = (scalar(succ.inputs[1]), hi) else {
+        return Ok(None);
+    };
+    if lo.partial_cmp(&hi).is_none_or(|o| o.is_gt())
+        || succ.outputs[0].fact.shape != node.outputs[0].fact.shape
+    {
+        return Ok(None);
+    }
+    Ok(Some((succ.id, Clip::new(lo, hi))))
+}
+
+/// A constant zero `Pad` on the two spatial axes only producing `outlet` for one consumer: its
+/// input, and the padding (top, bottom, left, right) a convolution can take over.
+fn foldable_pad(model: &TypedModel, outlet: OutletId) -> Option<(OutletId, [usize; 4])> {
+    use tract_onnx::tract_core::ops::array::{Pad, PadMode};
+    let node = model.node(outlet.node);
+    let pad = node.op_as::<Pad>()?;
+    let PadMode::Constant(value) = &pad.mode else {
+        return None;
+    };
+    if !value.is_zero().ok()? || model.outlet_successors(outlet).len() != 1 {
+        return None;
+    }
+    if model.outputs.contains(&outlet) {
+        return None;
+    }
+    let rank = pad.pads.len();
+    if rank < 3 || pad.pads[..rank - 2].iter().any(|&(a, b)| a != 0 || b != 0) {
+        return None;
+    }
+    let (top, bottom) = pad.pads[rank - 2];
+    let (left, right) = pad.pads[rank - 1];
+    Some((node.inputs[0], [top, bottom, left, right]))
+}
+
+/// The value of `outlet` if it is a constant, or computed from constants alone within `depth`
+/// nodes (the ONNX importer routes a convolution's bias through a `Cast` that tract folds only
+/// when it declutters).
+fn const_value(model: &TypedModel, outlet: OutletId, depth: usize) -> Option<Arc<Tensor>> {
+    let fact = model.outlet_fact(outlet).ok()?;
+    if let Some(k) = &fact.konst {
+        return Some(k.clone());
+    }
+    let node = model.node(outlet.node);
+    if depth == 0 || node.inputs.is_empty() {
+        return None;
+    }
+    let inputs = node
+        .inputs
+        .iter()
+        .map(|i| const_value(model, *i, depth - 1).map(|t| t.into_tvalue()))
+        .collect::<Option<TVec<TValue>>>()?;
+    let outputs = node.op.eval_out_of_plan(inputs).ok()??;
+    outputs
+        .get(outlet.slot)
+        .map(|v| v.clone().into_arc_tensor())
+}

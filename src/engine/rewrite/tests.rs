@@ -1,0 +1,482 @@
+//! Each rewrite against tract's own ops on small models, and each op against its definition.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::math::{max, min};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::*;
+use crate::engine::ops::conv::dense;
+use crate::engine::ops::testing::{close, random_geometry, Rng};
+use crate::engine::ops::{Geometry, Isa};
+
+/// A model holding one depthwise `Conv` (and a ReLU6 after it when `relu6`): its output
+/// optimised by tract (its `DepthWiseConv`), then with ours after [`rewrite_typed`],
+/// optimisation and [`rewrite_optimized`] (the engine's steps).
+fn tract_vs_ours(g: &Geometry, fmt: DataFormat, relu6: bool, rng: &mut Rng) {
+    let x_shape: TVec<usize> = match fmt {
+        DataFormat::NCHW => tvec!(g.n, g.c, g.h, g.w),
+        DataFormat::CHW => tvec!(g.c, g.h, g.w),
+        _ => unreachable!(),
+    };
+    let x = rng.vec(x_shape.iter().product());
+    let kernel = rng.vec(g.c * g.taps());
+    let bias = rng.vec(g.c);
+    let mut model = TypedModel::default();
+    let xv = model.add_source("x", f32::fact(&*x_shape)).unwrap();
+    let k = Tensor::from_shape(&[g.c, 1, g.kh, g.kw], &kernel).unwrap();
+    let kv = model.add_const("k", k).unwrap();
+    let bv = model
+        .add_const("b", Tensor::from_shape(&[g.c], &bias).unwrap())
+        .unwrap();
+    let pool_spec = PoolSpec {
+        data_format: fmt,
+        kernel_shape: tvec!(g.kh, g.kw),
+        padding: PaddingSpec::Explicit(
+            tvec!(g.pad_top, g.pad_left),
+            tvec!(g.pad_bottom, g.pad_right),
+        ),
+        dilations: None,
+        strides: Some(tvec!(g.sh, g.sw)),
+        input_channels: g.c,
+        output_channels: g.c,
+    };
+    let conv = Conv {
+        pool_spec,
+        kernel_fmt: KernelFormat::OIHW,
+        group: g.c,
+        q_params: None,
+    };
+    let mut out = model.wire_node("dw", conv, &[xv, kv, bv]).unwrap();
+    if relu6 {
+        let ones = tvec![1usize; x_shape.len()];
+        let zero = model
+            .add_const("zero", Tensor::from_shape(&ones, &[0f32]).unwrap())
+            .unwrap();
+        let six = model
+            .add_const("six", Tensor::from_shape(&ones, &[6f32]).unwrap())
+            .unwrap();
+        out = model
+            .wire_node("relu6.max", max(), &[out[0], zero])
+            .unwrap();
+        out = model.wire_node("relu6.min", min(), &[out[0], six]).unwrap();
+    }
+    model.select_output_outlets(&out).unwrap();
+    let mut ours = model.clone();
+    let typed = rewrite_typed(&mut ours).unwrap();
+    assert_eq!(typed.depthwise, 1, "{g:?} {fmt:?}: {typed:?}");
+    let mut ours = ours.into_optimized().unwrap();
+    let report = rewrite_optimized(&mut ours).unwrap();
+    let model = model.into_decluttered().unwrap().into_optimized().unwrap();
+    let names = |m: &TypedModel| {
+        m.nodes
+            .iter()
+            .map(|n| n.op().name().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        names(&model).iter().any(|n| n == "DepthWiseConv"),
+        "tract did not make a DepthWiseConv of {g:?}: {:?}",
+        names(&model)
+    );
+    let input = Tensor::from_shape(&x_shape, &x).unwrap();
+    let run = |m: TypedModel| -> Vec<f32> {
+        let plan = m.into_runnable().unwrap();
+        let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
+        out[0]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
+    };
+    let after = names(&ours);
+    assert!(!after.iter().any(|n| n == "DepthWiseConv"), "{after:?}");
+    // tract leaves Max and Min apart on some small tensors; only its chain is fused.
+    if relu6 && names(&model).iter().any(|n| n == "OptBinChain(Max+Min)") {
+        assert_eq!(report.fused_clips, 1, "{after:?}");
+        assert!(
+            !after.iter().any(|n| n.starts_with("OptBinChain")),
+            "{after:?}"
+        );
+    }
+    let want = run(model);
+    let got = run(ours);
+    close(&got, &want).unwrap_or_else(|e| panic!("{g:?} {fmt:?} relu6={relu6}: {e}"));
+}
+
+#[test]
+fn replaces_tract_depthwise_on_random_shapes() {
+    let mut rng = Rng(7);
+    for case in 0..60 {
+        let mut g = random_geometry(&mut rng);
+        let fmt = if case % 2 == 0 {
+            DataFormat::NCHW
+        } else {
+            g.n = 1;
+            DataFormat::CHW
+        };
+        tract_vs_ours(&g, fmt, case % 3 == 0, &mut rng);
+    }
+}
+
+#[test]
+fn replaces_tract_depthwise_with_batch() {
+    let mut rng = Rng(11);
+    let g = Geometry {
+        n: 3,
+        c: 24,
+        h: 28,
+        w: 28,
+        kh: 5,
+        kw: 5,
+        sh: 2,
+        sw: 2,
+        pad_top: 1,
+        pad_left: 1,
+        pad_bottom: 2,
+        pad_right: 2,
+    };
+    tract_vs_ours(&g, DataFormat::NCHW, true, &mut rng);
+    tract_vs_ours(
+        &Geometry {
+            sh: 1,
+            sw: 1,
+            pad_top: 2,
+            pad_left: 2,
+            ..g
+        },
+        DataFormat::NCHW,
+        false,
+        &mut rng,
+    );
+}
+
+#[test]
+fn leaves_unsupported_kernels_to_tract() {
+    let mut model = TypedModel::default();
+    let xv = model.add_source("x", f32::fact([1, 4, 10, 10])).unwrap();
+    let kv = model
+        .add_const("k", Tensor::zero::<f32>(&[4, 1, 7, 7]).unwrap())
+        .unwrap();
+    let bv = model
+        .add_const("b", Tensor::zero::<f32>(&[4]).unwrap())
+        .unwrap();
+    let conv = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec!(7, 7),
+            padding: PaddingSpec::Valid,
+            dilations: None,
+            strides: None,
+            input_channels: 4,
+            output_channels: 4,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: 4,
+        q_params: None,
+    };
+    let out = model.wire_node("dw", conv, &[xv, kv, bv]).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    let report = rewrite_typed(&mut model).unwrap();
+    assert_eq!(report.depthwise, 0);
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert!(report.skipped[0].1.contains("7x7"), "{report:?}");
+}
+
+#[test]
+fn replaces_tract_maxpool() {
+    use tract_onnx::tract_core::ops::cnn::MaxPool;
+    let mut rng = Rng(3);
+    for (n, c, size, k, s, pad) in [
+        (1, 64, 112, 3, 2, 1),
+        (2, 5, 17, 3, 2, 1),
+        (1, 3, 9, 5, 1, 2),
+        (3, 4, 8, 3, 1, 0),
+    ] {
+        let shape = [n, c, size, size];
+        let x = rng.vec(shape.iter().product());
+        let mut model = TypedModel::default();
+        let xv = model.add_source("x", f32::fact(shape)).unwrap();
+        let pool = MaxPool {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec!(k, k),
+                padding: PaddingSpec::Explicit(tvec!(pad, pad), tvec!(pad, pad)),
+                dilations: None,
+                strides: Some(tvec!(s, s)),
+                input_channels: c,
+                output_channels: c,
+            },
+            with_index_outputs: None,
+        };
+        let out = model.wire_node("pool", pool, &[xv]).unwrap();
+        model.select_output_outlets(&out).unwrap();
+        let model = model.into_optimized().unwrap();
+        let mut ours = model.clone();
+        let report = rewrite_optimized(&mut ours).unwrap();
+        assert_eq!(
+            report.maxpools,
+            1,
+            "{:?}",
+            model
+                .nodes
+                .iter()
+                .map(|n| n.op().name())
+                .collect::<Vec<_>>()
+        );
+        let input = Tensor::from_shape(&shape, &x).unwrap();
+        let run = |m: TypedModel| -> Vec<f32> {
+            let plan = m.into_runnable().unwrap();
+            let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
+            out[0]
+                .to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect()
+        };
+        assert_eq!(run(ours), run(model));
+    }
+}
+
+fn rng_vec(seed: &mut u64, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            (*seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dense_vs_tract(
+    seed: &mut u64,
+    n: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    pads: ([usize; 2], [usize; 2]),
+) {
+    dense_vs_tract_padded(seed, n, cin, cout, h, w, k, s, pads, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dense_vs_tract_padded(
+    seed: &mut u64,
+    n: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    pads: ([usize; 2], [usize; 2]),
+    pad_op: Option<[usize; 4]>,
+) {
+    use tract_onnx::tract_core::ops::array::{Pad, PadMode};
+    let x = rng_vec(seed, n * cin * h * w);
+    let kernel = rng_vec(seed, cout * cin * k.0 * k.1);
+    let bias = rng_vec(seed, cout);
+    let mut model = TypedModel::default();
+    let mut xv = model.add_source("x", f32::fact([n, cin, h, w])).unwrap();
+    let (mut ch, mut cw) = (h, w);
+    if let Some([t, b, l, r]) = pad_op {
+        let pad = Pad::new(
+            vec![(0, 0), (0, 0), (t, b), (l, r)],
+            PadMode::Constant(tensor0(0f32).into_arc_tensor()),
+        );
+        xv = model.wire_node("pad", pad, &[xv]).unwrap()[0];
+        (ch, cw) = (h + t + b, w + l + r);
+    }
+    let _ = (ch, cw);
+    let kv = model
+        .add_const(
+            "k",
+            Tensor::from_shape(&[cout, cin, k.0, k.1], &kernel).unwrap(),
+        )
+        .unwrap();
+    let bv = model
+        .add_const("b", Tensor::from_shape(&[cout], &bias).unwrap())
+        .unwrap();
+    let conv = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec!(k.0, k.1),
+            padding: PaddingSpec::Explicit(
+                pads.0.iter().copied().collect(),
+                pads.1.iter().copied().collect(),
+            ),
+            dilations: None,
+            strides: Some(tvec!(s.0, s.1)),
+            input_channels: cin,
+            output_channels: cout,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: 1,
+        q_params: None,
+    };
+    let out = model.wire_node("conv", conv, &[xv, kv, bv]).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    let mut ours = model.clone();
+    let report = rewrite_typed(&mut ours).unwrap();
+    assert_eq!(report.dense, 1, "{report:?}");
+    assert_eq!(report.folded_pads, pad_op.is_some() as usize, "{report:?}");
+    let op = ours
+        .nodes
+        .iter()
+        .find_map(|n| n.op_as::<FastConv>())
+        .unwrap()
+        .clone();
+    let input = Tensor::from_shape(&[n, cin, h, w], &x).unwrap();
+    let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+    let want: Vec<f32> = plan.run(tvec!(input.clone().into_tvalue())).unwrap()[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    let plan = ours.into_optimized().unwrap().into_runnable().unwrap();
+    let got: Vec<f32> = plan.run(tvec!(input.into_tvalue())).unwrap()[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    let tol = 1e-5 * (cin * k.0 * k.1) as f32;
+    let check = |got: &[f32], what: &str| {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * w.abs().max(1.0),
+                "{what} {op:?} at {i}: {g} vs {w}"
+            );
+        }
+    };
+    check(&got, "plan");
+    for isa in Isa::available() {
+        let mut out = vec![f32::NAN; want.len()];
+        dense(&op, &x, isa, &mut out);
+        check(&out, &format!("{isa:?}"));
+    }
+}
+
+#[test]
+fn dense_matches_tract() {
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    // ResNet18-like, EfficientNet-Lite0-like, odd sizes, strides and paddings.
+    dense_vs_tract(
+        &mut seed,
+        1,
+        3,
+        16,
+        30,
+        30,
+        (7, 7),
+        (2, 2),
+        ([3, 3], [3, 3]),
+    );
+    dense_vs_tract(
+        &mut seed,
+        1,
+        3,
+        32,
+        24,
+        24,
+        (3, 3),
+        (2, 2),
+        ([0, 0], [1, 1]),
+    );
+    dense_vs_tract(
+        &mut seed,
+        1,
+        16,
+        24,
+        14,
+        14,
+        (3, 3),
+        (1, 1),
+        ([1, 1], [1, 1]),
+    );
+    dense_vs_tract(&mut seed, 2, 8, 16, 9, 11, (3, 3), (2, 2), ([1, 1], [1, 1]));
+    dense_vs_tract(&mut seed, 1, 24, 40, 7, 7, (1, 1), (1, 1), ([0, 0], [0, 0]));
+    dense_vs_tract(
+        &mut seed,
+        1,
+        16,
+        20,
+        12,
+        12,
+        (1, 1),
+        (2, 2),
+        ([0, 0], [0, 0]),
+    );
+    dense_vs_tract(&mut seed, 3, 5, 13, 17, 6, (5, 3), (1, 2), ([2, 0], [1, 2]));
+    dense_vs_tract(
+        &mut seed,
+        1,
+        64,
+        64,
+        56,
+        56,
+        (3, 3),
+        (1, 1),
+        ([1, 1], [1, 1]),
+    );
+}
+
+#[test]
+fn dense_matches_tract_on_random_shapes() {
+    let mut seed = 0x0dd5_eed5u64;
+    let mut pick = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    for _ in 0..25 {
+        let k = [(1, 1), (3, 3), (5, 5), (7, 7), (3, 1)][pick(5)];
+        let s = (1 + pick(2), 1 + pick(2));
+        let pads = ([pick(k.0), pick(k.1)], [pick(k.0), pick(k.1)]);
+        let (h, w) = (k.0 + pick(20), k.1 + pick(20));
+        let (n, cin, cout) = (1 + pick(2), 1 + pick(12), 1 + pick(20));
+        let mut s2 = pick(1 << 30) as u64 | 1;
+        dense_vs_tract(&mut s2, n, cin, cout, h, w, k, s, pads);
+    }
+}
+
+#[test]
+fn dense_folds_a_zero_pad() {
+    let mut seed = 77;
+    // EfficientNet-Lite0's stem: Pad (0, 1, 0, 1), then a valid 3x3 stride 2.
+    dense_vs_tract_padded(
+        &mut seed,
+        1,
+        3,
+        32,
+        32,
+        32,
+        (3, 3),
+        (2, 2),
+        ([0, 0], [0, 0]),
+        Some([0, 1, 0, 1]),
+    );
+    dense_vs_tract_padded(
+        &mut seed,
+        2,
+        4,
+        8,
+        9,
+        10,
+        (3, 3),
+        (1, 1),
+        ([1, 0], [0, 1]),
+        Some([2, 1, 0, 3]),
+    );
+}
