@@ -1,4 +1,5 @@
-//! The one error type of the library, the server and the CLI.
+//! The error type of the library and the CLI (the server adds its own HTTP-only errors in
+//! `server::error`).
 //!
 //! Every variant knows the HTTP status and the stable machine-readable `code` a client receives,
 //! so the server never has to guess how to answer and the batch CLI reports the same codes.
@@ -39,39 +40,6 @@ pub enum Error {
         /// What the route needs.
         needed: &'static str,
     },
-    /// No route for this path.
-    NotFound(String),
-    /// The route exists but not for this method; carries the allowed methods.
-    MethodNotAllowed(&'static str),
-    /// The request body is larger than the configured limit.
-    PayloadTooLarge {
-        /// The configured limit in bytes.
-        limit: u64,
-    },
-    /// A request carries more images (or samples) than `--max-batch`.
-    TooManyImages {
-        /// Images in the request.
-        count: usize,
-        /// The configured limit.
-        limit: usize,
-    },
-    /// The request's content type is not one we accept for this route.
-    UnsupportedMediaType(String),
-    /// The request body stopped arriving before the read timeout.
-    RequestTimeout {
-        /// Bytes received before the client went quiet.
-        received: usize,
-    },
-    /// The body ended before its `Content-Length`, or the connection failed while reading.
-    IncompleteBody(String),
-    /// A `multipart/form-data` body that cannot be parsed or has no file part.
-    BadMultipart(String),
-    /// The models are still loading; the client should retry shortly.
-    NotReady,
-    /// Too many requests are queued; the client should retry later.
-    QueueFull,
-    /// The server is shutting down and takes no new work.
-    Draining,
     /// A bug or an engine failure: never caused by the client's input.
     Internal(String),
 }
@@ -84,15 +52,10 @@ impl Error {
     pub fn http_status(&self) -> u16 {
         match self {
             Error::EmptyImage | Error::Undecodable(_) | Error::BadParameter { .. } => 400,
-            Error::IncompleteBody(_) | Error::BadMultipart(_) => 400,
-            Error::RequestTimeout { .. } => 408,
             Error::WrongTask { .. } => 400,
-            Error::UnknownModel(_) | Error::NotFound(_) => 404,
-            Error::MethodNotAllowed(_) => 405,
-            Error::PayloadTooLarge { .. } | Error::TooManyImages { .. } => 413,
-            Error::UnsupportedFormat(_) | Error::UnsupportedMediaType(_) => 415,
+            Error::UnknownModel(_) => 404,
+            Error::UnsupportedFormat(_) => 415,
             Error::ImageTooLarge { .. } => 422,
-            Error::NotReady | Error::QueueFull | Error::Draining => 503,
             Error::Internal(_) => 500,
         }
     }
@@ -107,24 +70,8 @@ impl Error {
             Error::BadParameter { .. } => "bad_parameter",
             Error::UnknownModel(_) => "unknown_model",
             Error::WrongTask { .. } => "wrong_model_task",
-            Error::NotFound(_) => "not_found",
-            Error::MethodNotAllowed(_) => "method_not_allowed",
-            Error::PayloadTooLarge { .. } => "payload_too_large",
-            Error::TooManyImages { .. } => "too_many_images",
-            Error::UnsupportedMediaType(_) => "unsupported_media_type",
-            Error::RequestTimeout { .. } => "request_timeout",
-            Error::IncompleteBody(_) => "incomplete_body",
-            Error::BadMultipart(_) => "bad_multipart",
-            Error::NotReady => "not_ready",
-            Error::QueueFull => "queue_full",
-            Error::Draining => "shutting_down",
             Error::Internal(_) => "internal_error",
         }
-    }
-
-    /// Whether the client should be told to retry (`Retry-After`).
-    pub fn retry_later(&self) -> bool {
-        matches!(self, Error::NotReady | Error::QueueFull | Error::Draining)
     }
 
     /// Builds a [`Error::BadParameter`].
@@ -165,34 +112,6 @@ impl fmt::Display for Error {
                     "model `{model}` cannot be used here: this route needs {needed}"
                 )
             }
-            Error::NotFound(path) => write!(f, "no route for `{path}`; see GET /openapi.json"),
-            Error::MethodNotAllowed(allow) => write!(f, "method not allowed; allowed: {allow}"),
-            Error::PayloadTooLarge { limit } => {
-                write!(f, "the request body is over the limit of {limit} bytes")
-            }
-            Error::TooManyImages { count, limit } => write!(
-                f,
-                "the request carries {count} images; the limit is {limit} per request \
-                 (--max-batch); split it into several requests"
-            ),
-            Error::UnsupportedMediaType(ct) => write!(
-                f,
-                "unsupported Content-Type `{ct}`; send the image raw (image/* or \
-                 application/octet-stream) or as multipart/form-data with a file field `image`"
-            ),
-            Error::RequestTimeout { received } => write!(
-                f,
-                "the request body stopped arriving (after {received} bytes); the server waits \
-                 --read-timeout-secs per read"
-            ),
-            Error::IncompleteBody(why) => write!(f, "incomplete request body: {why}"),
-            Error::BadMultipart(why) => write!(f, "bad multipart/form-data body: {why}"),
-            Error::NotReady => write!(
-                f,
-                "the models are still loading; retry in a moment (GET /readyz turns 200 when ready)"
-            ),
-            Error::QueueFull => write!(f, "the server is busy: the work queue is full"),
-            Error::Draining => write!(f, "the server is shutting down"),
             Error::Internal(why) => write!(f, "internal error: {why}"),
         }
     }

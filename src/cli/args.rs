@@ -55,14 +55,26 @@ pub struct ServeArgs {
     /// largest image in pixels, checked before decoding [env TAGGER_MAX_PIXELS, default 50000000]
     #[argh(option)]
     pub max_pixels: Option<u64>,
-    /// seconds a client may stay silent while sending a request, also the idle keep-alive
-    /// limit; 0: none [env TAGGER_READ_TIMEOUT_SECS, default 30]
+    /// seconds a whole request body may take to arrive (a slower upload gets 408); 0: none
+    /// [env TAGGER_READ_TIMEOUT_SECS, default 30]
     #[argh(option)]
     pub read_timeout_secs: Option<u64>,
-    /// seconds a write of the response may block; 0: none [env TAGGER_WRITE_TIMEOUT_SECS,
-    /// default 30]
+    /// seconds a response write may make no progress before the connection is closed; 0: none
+    /// [env TAGGER_WRITE_TIMEOUT_SECS, default 30]
     #[argh(option)]
     pub write_timeout_secs: Option<u64>,
+    /// seconds a request head (method, path, headers) may take to arrive, from the connection's
+    /// start or the head's first byte; 0: none [env TAGGER_HEADER_TIMEOUT_SECS, default 10]
+    #[argh(option)]
+    pub header_timeout_secs: Option<u64>,
+    /// seconds an idle keep-alive connection is kept between requests; 0: none
+    /// [env TAGGER_KEEP_ALIVE_SECS, default 15]
+    #[argh(option)]
+    pub keep_alive_secs: Option<u64>,
+    /// connections held open at once; at the cap the idlest is closed to make room [env
+    /// TAGGER_MAX_CONNECTIONS, default: the open-files limit less a headroom, said at start-up]
+    #[argh(option)]
+    pub max_connections: Option<usize>,
     /// seconds admitted requests get to finish after SIGTERM/SIGINT (a second signal exits
     /// at once) [env TAGGER_DRAIN_SECS, default 25]
     #[argh(option)]

@@ -52,7 +52,7 @@ pub fn run(args: Args) -> i32 {
 
 fn dispatch(command: Command) -> Result<i32, CliError> {
     match command {
-        Command::Serve(args) => crate::server::run(args),
+        Command::Serve(args) => crate::server::Config::from_args(args).and_then(crate::server::run),
         Command::Score(args) => Ok(exit::score_code(crate::score::run(args.resolve()?)?)),
         Command::Healthcheck(args) => match crate::healthcheck::run(&args.resolve()?) {
             Ok(()) => Ok(EXIT_OK),
@@ -73,18 +73,11 @@ fn dispatch(command: Command) -> Result<i32, CliError> {
 }
 
 /// Logs to stderr at the level in `TAGGER_LOG`, else `RUST_LOG`, else `info`.
-///
-/// tiny_http's own log is off unless the filter names it: its only message is an accept error
-/// that the server reports itself (and restarts accepting), and that closing the listener
-/// during a drain triggers on every shutdown.
 fn init_logging() {
     let spec = std::env::var("TAGGER_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_string());
     let mut builder = env_logger::Builder::new();
-    if !spec.contains("tiny_http") {
-        builder.filter_module("tiny_http", log::LevelFilter::Off);
-    }
     // A second initialisation (tests calling `run` twice) is harmless.
     let _ = builder
         .parse_filters(&spec)

@@ -4,10 +4,10 @@
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
+use super::error::ServerError;
 use super::multipart::ImagePart;
 use super::reply::Reply;
 use super::routes::{infer_one, Work};
-use crate::error::Error;
 use crate::models::Models;
 
 /// Runs each image side by side on the current pool (the worker pool: a batch's images share
@@ -17,9 +17,9 @@ pub(crate) fn answer(
     work: &Work,
     images: &[ImagePart],
     max_batch: usize,
-) -> Result<Reply, Error> {
+) -> Result<Reply, ServerError> {
     if images.len() > max_batch {
-        return Err(Error::TooManyImages {
+        return Err(ServerError::TooManyImages {
             count: images.len(),
             limit: max_batch,
         });
@@ -32,7 +32,7 @@ pub(crate) fn answer(
 }
 
 /// One image's entry: its answer, or its error as `{"error": {"code", "message"}}`.
-fn entry(result: Result<Reply, Error>) -> Value {
+fn entry(result: Result<Reply, ServerError>) -> Value {
     match result {
         Ok(reply) => serde_json::from_slice(&reply.body).unwrap_or(Value::Null),
         Err(e) => json!({ "error": { "code": e.code(), "message": e.to_string() } }),

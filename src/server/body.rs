@@ -1,15 +1,18 @@
-//! Request bodies: media types, the size limit, and raw versus multipart images.
+//! Request bodies: media types, the size limit, reading against a deadline, and raw versus
+//! multipart images.
 //!
 //! The limit is checked twice: from `Content-Length` before a byte is read (so a too-large
 //! upload is refused at once, and `Expect: 100-continue` clients never send it), and while
-//! reading, for chunked bodies that declare no length.
+//! reading, for chunked bodies that declare no length. The reading is async (it runs on the I/O
+//! runtime, so a slow client costs a socket, not a thread); what is done with the bytes
+//! ([`image_bytes`], multipart parsing) is a pure function over memory.
 
-use std::convert::Infallible;
-use std::io::{ErrorKind, Read};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use tokio::time::Instant;
 
-use bytes::Bytes;
-
-use crate::error::Error;
+use super::error::ServerError;
 
 /// How the image travels in the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,23 +23,26 @@ pub(crate) enum BodyKind {
     Multipart(String),
 }
 
-fn header<'r>(request: &'r tiny_http::Request, name: &'static str) -> Option<&'r str> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str())
+/// What the handlers may know about a body before it is read.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BodyInfo<'a> {
+    /// `Content-Type`, if sent (and valid text).
+    pub(crate) content_type: Option<&'a str>,
+    /// `Content-Length`, if sent (`None` for chunked bodies).
+    pub(crate) declared: Option<u64>,
+    /// `Inference-Header-Content-Length` (Open Inference Protocol binary data), if sent.
+    pub(crate) inference_header_length: Option<&'a str>,
 }
 
 /// Decides raw versus multipart from `Content-Type`; anything else is a 415.
-pub(crate) fn kind(request: &tiny_http::Request) -> Result<BodyKind, Error> {
-    let Some(content_type) = header(request, "Content-Type") else {
-        return Ok(BodyKind::Raw);
-    };
-    kind_of(content_type)
+pub(crate) fn kind(info: &BodyInfo<'_>) -> Result<BodyKind, ServerError> {
+    match info.content_type {
+        None => Ok(BodyKind::Raw),
+        Some(content_type) => kind_of(content_type),
+    }
 }
 
-fn kind_of(content_type: &str) -> Result<BodyKind, Error> {
+fn kind_of(content_type: &str) -> Result<BodyKind, ServerError> {
     let essence = content_type
         .split(';')
         .next()
@@ -49,134 +55,113 @@ fn kind_of(content_type: &str) -> Result<BodyKind, Error> {
     if essence == "multipart/form-data" {
         return multer::parse_boundary(content_type)
             .map(BodyKind::Multipart)
-            .map_err(|e| Error::BadMultipart(format!("Content-Type {content_type:?}: {e}")));
+            .map_err(|e| ServerError::BadMultipart(format!("Content-Type {content_type:?}: {e}")));
     }
-    Err(Error::UnsupportedMediaType(content_type.to_string()).into())
+    Err(ServerError::UnsupportedMediaType(content_type.to_string()))
 }
 
 /// 413 from `Content-Length` alone, before reading anything.
-pub(crate) fn check_declared_length(request: &tiny_http::Request, limit: u64) -> Result<(), Error> {
-    match request.body_length() {
-        Some(length) if length as u64 > limit => Err(Error::PayloadTooLarge { limit }.into()),
+pub(crate) fn check_declared_length(info: &BodyInfo<'_>, limit: u64) -> Result<(), ServerError> {
+    match info.declared {
+        Some(length) if length > limit => Err(ServerError::PayloadTooLarge { limit }),
         _ => Ok(()),
     }
 }
 
-/// Reads the body (at most `limit` bytes) and returns the image bytes in it.
-pub(crate) fn read_image(
-    request: &mut tiny_http::Request,
+/// Reads a whole body of `declared` bytes (or to the end of a chunked body), refusing more than
+/// `limit` as it arrives, and giving up at `deadline` (408).
+pub(crate) async fn read_limited<B>(
+    body: B,
+    declared: Option<u64>,
     limit: u64,
-    kind: &BodyKind,
-) -> Result<Vec<u8>, Error> {
-    let declared = request.body_length();
-    let body = read_limited(request.as_reader(), declared, limit)?;
-    match kind {
-        BodyKind::Raw => Ok(body),
-        BodyKind::Multipart(boundary) => multipart_image(body, boundary),
+    deadline: Option<Instant>,
+) -> Result<Bytes, ServerError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ServerError::PayloadTooLarge { limit });
     }
-}
-
-/// Reads a whole body of `declared` bytes (or until the end of a chunked body), refusing more
-/// than `limit`.
-pub(crate) fn read_limited(
-    reader: &mut dyn Read,
-    declared: Option<usize>,
-    limit: u64,
-) -> Result<Vec<u8>, Error> {
-    if declared.is_some_and(|n| n as u64 > limit) {
-        return Err(Error::PayloadTooLarge { limit }.into());
-    }
-    let capacity = declared.unwrap_or(64 << 10).min(limit as usize);
-    let mut body = Vec::with_capacity(capacity);
-    let mut limited = reader.take(limit.saturating_add(1));
-    let mut chunk = [0u8; 64 << 10];
+    let capacity = declared.unwrap_or(64 << 10).min(limit) as usize;
+    let mut received = BytesMut::with_capacity(capacity);
+    let mut body = std::pin::pin!(body);
     loop {
-        match limited.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(Error::RequestTimeout {
-                    received: body.len(),
-                })
+        let frame = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    return Err(ServerError::RequestTimeout {
+                        received: received.len(),
+                    })
+                }
+            },
+            None => body.frame().await,
+        };
+        match frame {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if (received.len() + data.len()) as u64 > limit {
+                        return Err(ServerError::PayloadTooLarge { limit });
+                    }
+                    received.extend_from_slice(&data);
+                }
             }
-            Err(e) => {
-                return Err(Error::IncompleteBody(format!(
+            Some(Err(e)) => {
+                return Err(ServerError::IncompleteBody(format!(
                     "reading the request body failed after {} bytes: {e}",
-                    body.len()
+                    received.len()
                 )))
             }
         }
     }
-    if body.len() as u64 > limit {
-        return Err(Error::PayloadTooLarge { limit }.into());
-    }
     if let Some(n) = declared {
-        if body.len() != n {
-            return Err(Error::IncompleteBody(format!(
+        if received.len() as u64 != n {
+            return Err(ServerError::IncompleteBody(format!(
                 "the body ended after {} of the {n} bytes its Content-Length announced",
-                body.len()
+                received.len()
             )));
         }
     }
-    Ok(body)
+    Ok(received.freeze())
 }
 
-/// The `image` part of a multipart body, else its first file part.
-pub(crate) fn multipart_image(body: Vec<u8>, boundary: &str) -> Result<Vec<u8>, Error> {
-    let bad = |e: multer::Error| Error::BadMultipart(format!("multipart body: {e}"));
-    let stream = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(body)) });
-    let mut multipart = multer::Multipart::new(stream, boundary);
-    futures_executor::block_on(async {
-        let mut first_file: Option<Bytes> = None;
-        let mut names = Vec::new();
-        while let Some(field) = multipart.next_field().await.map_err(bad)? {
-            let name = field.name().map(str::to_string);
-            if name.as_deref() == Some("image") {
-                return Ok(field.bytes().await.map_err(bad)?.into());
-            }
-            let is_file = field.file_name().is_some();
-            names.push(name.unwrap_or_else(|| "(unnamed)".into()));
-            if is_file && first_file.is_none() {
-                first_file = Some(field.bytes().await.map_err(bad)?);
-            }
-        }
-        first_file.map(Vec::from).ok_or_else(|| {
-            Error::BadMultipart(format!(
-                "the multipart body has no field `image` and no file part (fields: {}); send \
-                 the image as a file field named `image`",
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
+/// Reads and throws away an unwanted body of at most `bound` bytes before `deadline`, so the
+/// connection can serve its next request; `false` (close the connection) when the body is
+/// longer, broken or late. A body is never drained beyond `bound`.
+pub(crate) async fn discard<B>(body: B, bound: u64, deadline: Instant) -> bool
+where
+    B: Body<Data = Bytes>,
+{
+    if body.is_end_stream() {
+        return true;
+    }
+    if body.size_hint().lower() > bound {
+        return false;
+    }
+    let mut body = std::pin::pin!(body);
+    let mut seen = 0u64;
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(frame))) => {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > bound {
+                    return false;
                 }
-            ))
-        })
-    })
+            }
+            Ok(Some(Err(_))) | Err(_) => return false,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn form(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
-        let mut body = Vec::new();
-        for (name, file, data) in parts {
-            body.extend_from_slice(b"--XyZ\r\n");
-            let disposition = match file {
-                Some(f) => {
-                    format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\n")
-                }
-                None => format!("Content-Disposition: form-data; name=\"{name}\"\r\n"),
-            };
-            body.extend_from_slice(disposition.as_bytes());
-            body.extend_from_slice(b"\r\n");
-            body.extend_from_slice(data);
-            body.extend_from_slice(b"\r\n");
-        }
-        body.extend_from_slice(b"--XyZ--\r\n");
-        body
-    }
+    use http_body_util::{Full, StreamBody};
+    use hyper::body::Frame;
+    use std::convert::Infallible;
 
     #[test]
     fn media_types() {
@@ -198,50 +183,76 @@ mod tests {
                 .http_status(),
             415
         );
+        let info = BodyInfo {
+            content_type: None,
+            declared: Some(10),
+            inference_header_length: None,
+        };
+        assert_eq!(kind(&info).unwrap(), BodyKind::Raw);
+        assert_eq!(
+            check_declared_length(&info, 9).unwrap_err().http_status(),
+            413
+        );
     }
 
-    #[test]
-    fn multipart_prefers_image_then_first_file() {
-        let body = form(&[
-            ("note", None, b"hi"),
-            ("other", Some("a.jpg"), b"AAA"),
-            ("image", Some("b.jpg"), b"BBB"),
-        ]);
-        assert_eq!(multipart_image(body, "XyZ").unwrap(), b"BBB");
-        let body = form(&[
-            ("note", None, b"hi"),
-            ("x", Some("a.jpg"), b"AAA"),
-            ("y", Some("c.jpg"), b"CCC"),
-        ]);
-        assert_eq!(multipart_image(body, "XyZ").unwrap(), b"AAA");
-        let body = form(&[("note", None, b"hi")]);
-        let e = multipart_image(body, "XyZ").unwrap_err();
-        assert!(e.to_string().contains("note"), "{e}");
-        assert_eq!(
-            multipart_image(b"garbage".to_vec(), "XyZ")
-                .unwrap_err()
-                .http_status(),
-            400
-        );
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// A chunked body: these pieces, then the end.
+    fn chunks(pieces: usize, size: usize) -> impl Body<Data = Bytes, Error = Infallible> {
+        let frames = (0..pieces).map(move |_| Ok(Frame::data(Bytes::from(vec![7u8; size]))));
+        StreamBody::new(futures_util::stream::iter(frames))
     }
 
     #[test]
     fn limits_while_reading() {
-        let data = [7u8; 100];
-        assert_eq!(read_limited(&mut &data[..], None, 100).unwrap().len(), 100);
+        let data = Bytes::from_static(&[7u8; 100]);
+        let read = |declared, limit| {
+            block_on(read_limited(Full::new(data.clone()), declared, limit, None))
+        };
+        assert_eq!(read(None, 100).unwrap().len(), 100);
+        assert_eq!(read(None, 99).unwrap_err().http_status(), 413);
+        assert_eq!(read(Some(100), 99).unwrap_err().http_status(), 413);
+        assert_eq!(read(Some(150), 1000).unwrap_err().code(), "incomplete_body");
+        // A chunked body is cut as soon as it passes the limit.
+        let e = block_on(read_limited(chunks(1000, 1000), None, 5000, None)).unwrap_err();
+        assert_eq!(e.http_status(), 413);
         assert_eq!(
-            read_limited(&mut &data[..], None, 99)
-                .unwrap_err()
-                .http_status(),
-            413
+            block_on(read_limited(chunks(5, 1000), None, 5000, None))
+                .unwrap()
+                .len(),
+            5000
         );
-        assert_eq!(
-            read_limited(&mut &data[..], Some(100), 99)
-                .unwrap_err()
-                .http_status(),
-            413
-        );
-        let e = read_limited(&mut &data[..], Some(150), 1000).unwrap_err();
-        assert_eq!(e.code(), "incomplete_body");
+    }
+
+    #[test]
+    fn a_body_that_never_ends_times_out() {
+        let pending = StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<Bytes>, Infallible>,
+        >());
+        let e = block_on(async {
+            let deadline = Instant::now() + std::time::Duration::from_millis(50);
+            read_limited(pending, None, 10, Some(deadline)).await
+        })
+        .unwrap_err();
+        assert_eq!(e.http_status(), 408);
+    }
+
+    #[test]
+    fn discarding_is_bounded() {
+        let soon = || Instant::now() + std::time::Duration::from_secs(1);
+        assert!(block_on(async {
+            discard(chunks(3, 1000), 64 << 10, soon()).await
+        }));
+        assert!(!block_on(async {
+            discard(chunks(100, 1000), 64 << 10, soon()).await
+        }));
+        let big = Full::new(Bytes::from(vec![0u8; 100 << 10]));
+        assert!(!block_on(async { discard(big, 64 << 10, soon()).await }));
     }
 }

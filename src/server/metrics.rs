@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::State;
+use super::state::State;
 use crate::models::{ModelName, Weights};
 use crate::pipeline::Timing;
 
@@ -155,7 +155,7 @@ pub(crate) fn render(state: &State) -> String {
 
     let admitted = state.admitted.load(Ordering::SeqCst);
     let running = state.running.load(Ordering::SeqCst);
-    let gauges: [(&str, &str, String); 7] = [
+    let gauges: [(&str, &str, String); 8] = [
         (
             "tagger_requests_in_flight",
             "Inference requests running on a worker now.",
@@ -187,6 +187,11 @@ pub(crate) fn render(state: &State) -> String {
             u8::from(state.draining.load(Ordering::SeqCst)).to_string(),
         ),
         (
+            "tagger_open_connections",
+            "Client connections held open now (capped by --max-connections).",
+            state.open_connections.load(Ordering::SeqCst).to_string(),
+        ),
+        (
             "process_resident_memory_bytes",
             "Resident memory of the process.",
             resident_bytes().unwrap_or(0).to_string(),
@@ -196,6 +201,23 @@ pub(crate) fn render(state: &State) -> String {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    for (name, help, value) in [
+        (
+            "tagger_connections_refused_total",
+            "Connections closed at once at the cap because every open connection carried a request.",
+            state.refused_connections.load(Ordering::SeqCst),
+        ),
+        (
+            "tagger_connections_evicted_total",
+            "Idle or half-sent connections closed at the cap to make room for a new one.",
+            state.evicted_connections.load(Ordering::SeqCst),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
     let start = SystemTime::now()

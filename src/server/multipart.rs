@@ -8,7 +8,7 @@ use std::convert::Infallible;
 
 use bytes::Bytes;
 
-use crate::error::Error;
+use super::error::ServerError;
 
 /// One image part.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,9 +24,9 @@ struct Part {
     bytes: Bytes,
 }
 
-fn parts(body: Vec<u8>, boundary: &str) -> Result<Vec<Part>, Error> {
-    let bad = |e: multer::Error| Error::BadMultipart(format!("multipart body: {e}"));
-    let stream = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(body)) });
+fn parts(body: Bytes, boundary: &str) -> Result<Vec<Part>, ServerError> {
+    let bad = |e: multer::Error| ServerError::BadMultipart(format!("multipart body: {e}"));
+    let stream = futures_util::stream::once(async move { Ok::<_, Infallible>(body) });
     let mut multipart = multer::Multipart::new(stream, boundary);
     futures_executor::block_on(async {
         let mut parts = Vec::new();
@@ -45,7 +45,7 @@ fn parts(body: Vec<u8>, boundary: &str) -> Result<Vec<Part>, Error> {
 }
 
 /// The image parts of a multipart body, in body order.
-pub(crate) fn images(body: Vec<u8>, boundary: &str) -> Result<Vec<ImagePart>, Error> {
+pub(crate) fn images(body: Bytes, boundary: &str) -> Result<Vec<ImagePart>, ServerError> {
     let parts = parts(body, boundary)?;
     let named_image = parts.iter().any(|p| p.name.as_deref() == Some("image"));
     let chosen: Vec<ImagePart> = parts
@@ -67,7 +67,7 @@ pub(crate) fn images(body: Vec<u8>, boundary: &str) -> Result<Vec<ImagePart>, Er
             .iter()
             .map(|p| p.name.clone().unwrap_or_else(|| "(unnamed)".into()))
             .collect();
-        return Err(Error::BadMultipart(format!(
+        return Err(ServerError::BadMultipart(format!(
             "the multipart body has no field `image` and no file part (fields: {}); send each \
              image as a file field named `image`",
             if names.is_empty() {
@@ -84,7 +84,7 @@ pub(crate) fn images(body: Vec<u8>, boundary: &str) -> Result<Vec<ImagePart>, Er
 mod tests {
     use super::*;
 
-    fn form(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    fn form(parts: &[(&str, Option<&str>, &[u8])]) -> Bytes {
         let mut body = Vec::new();
         for (name, file, data) in parts {
             body.extend_from_slice(b"--B0\r\n");
@@ -100,7 +100,7 @@ mod tests {
             body.extend_from_slice(b"\r\n");
         }
         body.extend_from_slice(b"--B0--\r\n");
-        body
+        body.into()
     }
 
     fn bytes_of(parts: Vec<ImagePart>) -> Vec<Vec<u8>> {
@@ -133,7 +133,9 @@ mod tests {
         assert_eq!(e.code(), "bad_multipart");
         assert!(e.to_string().contains("note"), "{e}");
         assert_eq!(
-            images(b"junk".to_vec(), "B0").unwrap_err().http_status(),
+            images(Bytes::from_static(b"junk"), "B0")
+                .unwrap_err()
+                .http_status(),
             400
         );
     }

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::State;
+use super::state::State;
 
 /// The document as written.
 const DOCUMENT: &str = include_str!("openapi.json");

@@ -1,15 +1,13 @@
 //! Answers and errors as the client receives them.
 //!
-//! Every error body is `{"error": {"code": "...", "message": "..."}}`; library errors keep their
-//! own status and code ([`crate::Error::http_status`], [`crate::Error::code`]), and the few
-//! errors only HTTP can have (timeouts, bad multipart, models still loading) are added here.
-
-use std::io::Cursor;
+//! Every error body is `{"error": {"code": "...", "message": "..."}}` with the status and code
+//! of its [`ServerError`]. Nothing here knows the HTTP library: [`super::dispatch`] writes a
+//! `Reply` out.
 
 use serde::Serialize;
 use serde_json::json;
-use tiny_http::{Header, Response};
 
+use super::error::ServerError;
 use crate::error::Error;
 use crate::models::ModelName;
 use crate::pipeline::Timing;
@@ -49,7 +47,7 @@ impl Reply {
     pub(crate) fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Reply {
         match serde_json::to_vec(value) {
             Ok(body) => Reply::raw_json(status, body),
-            Err(e) => error_reply(&Error::Internal(format!("serialising the answer: {e}"))),
+            Err(e) => error_reply(&Error::Internal(format!("serialising the answer: {e}")).into()),
         }
     }
 
@@ -67,43 +65,11 @@ impl Reply {
         self.retry_after = true;
         self
     }
-
-    /// The tiny_http response: always `Content-Length` (never chunked), one buffer.
-    pub(crate) fn into_response(self, request_id: &str) -> Response<Cursor<Vec<u8>>> {
-        let (head, body) = self.into_head(request_id);
-        let length = body.len();
-        head.with_data(Cursor::new(body), Some(length))
-    }
-
-    /// The status and headers as a body-less response, and the body.
-    pub(crate) fn into_head(self, request_id: &str) -> (Response<std::io::Empty>, Vec<u8>) {
-        let header = |name: &str, value: &str| Header::from_bytes(name, value).ok();
-        let mut response = Response::empty(self.status).with_chunked_threshold(usize::MAX);
-        let headers = [
-            header("Content-Type", self.content_type),
-            header("X-Request-Id", request_id),
-            header("Server", concat!("tagger/", env!("CARGO_PKG_VERSION"))),
-            header("Cache-Control", "no-store"),
-            self.allow.and_then(|a| header("Allow", a)),
-            self.retry_after
-                .then(|| header("Retry-After", "1"))
-                .flatten(),
-        ];
-        for h in headers.into_iter().flatten() {
-            response.add_header(h);
-        }
-        for (name, value) in &self.headers {
-            if let Some(h) = header(name, value) {
-                response.add_header(h);
-            }
-        }
-        (response, self.body)
-    }
 }
 
 /// The answer to an error in the shape of the route's protocol: `/v2` (Open Inference
 /// Protocol) errors are `{"error": "..."}`, every other route's as [`error_reply`].
-pub(crate) fn error_reply_for(target: &str, error: &Error) -> Reply {
+pub(crate) fn error_reply_for(target: &str, error: &ServerError) -> Reply {
     if target == "/v2" || target.starts_with("/v2/") || target.starts_with("/v2?") {
         super::v2::error_reply(error)
     } else {
@@ -113,13 +79,10 @@ pub(crate) fn error_reply_for(target: &str, error: &Error) -> Reply {
 
 /// The answer to an error: `{"error": {"code", "message"}}` with its status, `Allow` for 405
 /// and `Retry-After` when retrying helps.
-pub(crate) fn error_reply(error: &Error) -> Reply {
+pub(crate) fn error_reply(error: &ServerError) -> Reply {
     let body = json!({ "error": { "code": error.code(), "message": error.to_string() } });
     Reply {
-        allow: match error {
-            Error::MethodNotAllowed(allow) => Some(*allow),
-            _ => None,
-        },
+        allow: error.allow(),
         retry_after: error.retry_later(),
         ..Reply::json(error.http_status(), &body)
     }

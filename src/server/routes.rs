@@ -6,11 +6,14 @@
 
 use std::str::FromStr;
 
+use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::body::{self, BodyKind};
+use super::body::{self, BodyInfo, BodyKind};
+use super::error::ServerError;
 use super::reply::Reply;
-use super::{metrics, multipart, openapi, page, v2, State};
+use super::state::State;
+use super::{metrics, multipart, openapi, page, v2};
 use crate::digits::DigitMode;
 use crate::error::Error;
 use crate::image::{DecodeMode, DecodeOptions};
@@ -168,21 +171,15 @@ impl Endpoint {
     }
 }
 
-/// The method as a static string (for labels and logs).
-pub(crate) fn method_name(method: &tiny_http::Method) -> &'static str {
-    use tiny_http::Method::*;
-    match method {
-        Get => "GET",
-        Head => "HEAD",
-        Post => "POST",
-        Put => "PUT",
-        Delete => "DELETE",
-        Connect => "CONNECT",
-        Options => "OPTIONS",
-        Trace => "TRACE",
-        Patch => "PATCH",
-        NonStandard(_) => "OTHER",
-    }
+/// The method as a static string (for labels and logs); extension methods are `OTHER`.
+pub(crate) fn method_name(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("OTHER")
 }
 
 /// Matches `path` against a template; `Some(captures)` (one per `{...}`) on a match.
@@ -206,7 +203,7 @@ fn matches(template: &str, path: &str) -> Option<Vec<String>> {
 
 /// Finds the route; 404 when no path matches, 405 (with `Allow`) when the method does not.
 /// The template comes back in both cases (`unmatched` for a 404), for the metrics.
-pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoint, Error>) {
+pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoint, ServerError>) {
     for spec in ROUTES {
         let Some(mut captures) = matches(spec.path, path) else {
             continue;
@@ -215,7 +212,7 @@ pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoin
         let allowed = spec.methods.contains(&method) || (get && method == "HEAD");
         if !allowed {
             let allow = if get { "GET, HEAD" } else { "POST" };
-            return (spec.path, Err(Error::MethodNotAllowed(allow).into()));
+            return (spec.path, Err(ServerError::MethodNotAllowed(allow)));
         }
         let version = (captures.len() > 1).then(|| captures.remove(1));
         let name = captures.into_iter().next().unwrap_or_default();
@@ -246,7 +243,7 @@ pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoin
         };
         return (spec.path, Ok(endpoint));
     }
-    ("unmatched", Err(Error::NotFound(path.to_string()).into()))
+    ("unmatched", Err(ServerError::NotFound(path.to_string())))
 }
 
 /// Decodes `%XX` escapes and `+` (as a space, query-string style).
@@ -358,9 +355,8 @@ pub(crate) enum Work {
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) work: Work,
+    /// Raw, or multipart (which may carry several images).
     pub(crate) body: BodyKind,
-    /// A multipart body, read whole, may carry several images (its boundary).
-    pub(crate) multipart: Option<String>,
     /// Most images in one request.
     pub(crate) max_batch: usize,
 }
@@ -402,17 +398,17 @@ fn digits_work(state: &State, query: &Query) -> Result<Work, Error> {
 }
 
 /// Checks everything that can be checked before reading the body: readiness, query, model,
-/// media type, declared length. Runs on the dispatcher: no I/O.
+/// media type, declared length. No I/O.
 pub(crate) fn prepare(
     state: &State,
     endpoint: &Endpoint,
     query: &str,
-    request: &tiny_http::Request,
-) -> Result<Job, Error> {
+    body: &BodyInfo<'_>,
+) -> Result<Job, ServerError> {
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(Error::Draining.into());
+        return Err(ServerError::Draining);
     }
-    let models = state.models.get().ok_or(Error::NotReady)?;
+    let models = state.models.get().ok_or(ServerError::NotReady)?;
     let query = Query::parse(query)?;
     let work = match endpoint {
         Endpoint::Tags => {
@@ -453,7 +449,7 @@ pub(crate) fn prepare(
         Endpoint::V2Infer(name, version) => {
             query.only(&[], "/v2/models/{name}/infer")?;
             let model = v2::model(models, name, version.as_deref())?.name();
-            let header_length = inference_header_length(request)?;
+            let header_length = inference_header_length(body.inference_header_length)?;
             Work::V2 {
                 model,
                 header_length,
@@ -465,44 +461,37 @@ pub(crate) fn prepare(
         }
         other => unreachable!("{other:?} is not an inference route"),
     };
-    body::check_declared_length(request, state.config.max_body_bytes)?;
+    body::check_declared_length(body, state.config.max_body_bytes)?;
     // A v2 body is JSON (or JSON and binary tensors) whatever its Content-Type says.
-    let body = match &work {
+    let kind = match &work {
         Work::V2 { .. } => BodyKind::Raw,
-        _ => body::kind(request)?,
-    };
-    // Multipart bodies are read whole and split here: they may carry several images.
-    let (body, multipart) = match body {
-        BodyKind::Multipart(boundary) => (BodyKind::Raw, Some(boundary)),
-        raw => (raw, None),
+        _ => body::kind(body)?,
     };
     Ok(Job {
         work,
-        body,
-        multipart,
+        body: kind,
         max_batch: state.config.max_batch,
     })
 }
 
 /// `Inference-Header-Content-Length`, the JSON part's length in a binary-data v2 request.
-fn inference_header_length(request: &tiny_http::Request) -> Result<Option<usize>, Error> {
-    let Some(header) = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Inference-Header-Content-Length"))
-    else {
-        return Ok(None);
-    };
-    header.value.as_str().trim().parse().map(Some).map_err(|_| {
-        Error::bad_parameter(
-            "Inference-Header-Content-Length",
-            format!("`{}` is not a byte count", header.value),
-        )
-    })
+fn inference_header_length(value: Option<&str>) -> Result<Option<usize>, Error> {
+    value
+        .map(|v| {
+            v.trim().parse().map_err(|_| {
+                Error::bad_parameter(
+                    "Inference-Header-Content-Length",
+                    format!("`{v}` is not a byte count"),
+                )
+            })
+        })
+        .transpose()
 }
 
-/// Runs the model (on a worker thread).
-pub(crate) fn infer(models: &Models, job: &Job, bytes: &[u8]) -> Result<Reply, Error> {
+/// Runs the model over the whole request body (on a worker thread).
+pub(crate) fn infer(state: &State, job: &Job, body: Bytes) -> Result<Reply, ServerError> {
+    let models: &Models = state.models.get().ok_or(ServerError::NotReady)?;
+    let bytes = &body[..];
     if let Work::V2 {
         model,
         header_length,
@@ -511,8 +500,8 @@ pub(crate) fn infer(models: &Models, job: &Job, bytes: &[u8]) -> Result<Reply, E
     {
         return v2::infer(models.get(*model)?, *header_length, bytes, *limits);
     }
-    if let Some(boundary) = &job.multipart {
-        let mut images = multipart::images(bytes.to_vec(), boundary)?;
+    if let BodyKind::Multipart(boundary) = &job.body {
+        let mut images = multipart::images(body.clone(), boundary)?;
         if images.len() > 1 {
             return super::batch::answer(models, &job.work, &images, job.max_batch);
         }
@@ -523,7 +512,7 @@ pub(crate) fn infer(models: &Models, job: &Job, bytes: &[u8]) -> Result<Reply, E
 }
 
 /// Runs the model on one image.
-pub(crate) fn infer_one(models: &Models, work: &Work, bytes: &[u8]) -> Result<Reply, Error> {
+pub(crate) fn infer_one(models: &Models, work: &Work, bytes: &[u8]) -> Result<Reply, ServerError> {
     match work {
         Work::Tags { model, options } => {
             let answer = pipeline::classify(models, *model, bytes, options)?;
@@ -538,7 +527,11 @@ pub(crate) fn infer_one(models: &Models, work: &Work, bytes: &[u8]) -> Result<Re
 }
 
 /// Answers the cheap routes (no model run).
-pub(crate) fn cheap(state: &State, endpoint: &Endpoint, _query: &str) -> Result<Reply, Error> {
+pub(crate) fn cheap(
+    state: &State,
+    endpoint: &Endpoint,
+    _query: &str,
+) -> Result<Reply, ServerError> {
     match endpoint {
         Endpoint::Healthz => Ok(Reply::json(
             200,
@@ -572,7 +565,7 @@ pub(crate) fn cheap(state: &State, endpoint: &Endpoint, _query: &str) -> Result<
         Endpoint::V2Live => Ok(v2::health(true)),
         Endpoint::V2Ready => Ok(v2::health(state.ready())),
         Endpoint::V2Model(name, version) => {
-            let models = state.models.get().ok_or(Error::NotReady)?;
+            let models = state.models.get().ok_or(ServerError::NotReady)?;
             Ok(v2::model_metadata(v2::model(
                 models,
                 name,
@@ -591,7 +584,7 @@ pub(crate) fn cheap(state: &State, endpoint: &Endpoint, _query: &str) -> Result<
             }
         }
         Endpoint::Models => {
-            let models = state.models.get().ok_or(Error::NotReady)?;
+            let models = state.models.get().ok_or(ServerError::NotReady)?;
             let list: Vec<Value> = models.all().iter().map(|m| model_json(models, m)).collect();
             Ok(Reply::json(
                 200,
@@ -599,7 +592,7 @@ pub(crate) fn cheap(state: &State, endpoint: &Endpoint, _query: &str) -> Result<
             ))
         }
         Endpoint::Model(name) => {
-            let models = state.models.get().ok_or(Error::NotReady)?;
+            let models = state.models.get().ok_or(ServerError::NotReady)?;
             let model = models.get(ModelName::from_str(name)?)?;
             Ok(Reply::json(200, &model_json(models, model)))
         }
@@ -658,9 +651,14 @@ mod tests {
         assert_eq!(resolve("HEAD", "/healthz").1.unwrap(), Endpoint::Healthz);
         let (route, e) = resolve("GET", "/v1/tags");
         let e = e.unwrap_err();
-        assert_eq!((route, e), ("/v1/tags", Error::MethodNotAllowed("POST")));
+        assert_eq!(
+            (route, e),
+            ("/v1/tags", ServerError::MethodNotAllowed("POST"))
+        );
         let e = resolve("DELETE", "/v1/models").1.unwrap_err();
-        assert_eq!(e, Error::MethodNotAllowed("GET, HEAD"));
+        assert_eq!(e, ServerError::MethodNotAllowed("GET, HEAD"));
+        assert_eq!(method_name("PATCH"), "PATCH");
+        assert_eq!(method_name("BREW"), "OTHER");
         assert_eq!(resolve("GET", "/").1.unwrap(), Endpoint::Page);
         let (route, endpoint) = resolve("POST", "/v2/models/digits/versions/1/infer");
         assert_eq!(route, "/v2/models/{name}/versions/{version}/infer");

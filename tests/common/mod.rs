@@ -14,4 +14,4 @@ pub mod rng;
 pub mod server;
 
 pub use fixtures::{fixture, image};
-pub use server::{multipart, request, try_request, Conn, Response, Server};
+pub use server::{multipart, raise_own_fd_limit, request, try_request, Conn, Response, Server};

@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::image::{self, DecodeMode, DecodeOptions};
 use crate::models::{Head, Model, ModelName, Models};
 use crate::pipeline;
+use crate::server::error::ServerError;
 use crate::server::reply::Reply;
 
 /// The only model version there is; `/versions/1` paths are accepted, others are a 404.
@@ -26,14 +27,11 @@ const PLATFORM: &str = "onnx_onnxv1";
 const EXTENSIONS: [&str; 2] = ["binary_tensor_data", "classification"];
 
 /// A v2 error: `{"error": "..."}` with the status `/v1` would give the same error.
-pub(crate) fn error_reply(error: &Error) -> Reply {
+pub(crate) fn error_reply(error: &ServerError) -> Reply {
     let reply = Reply::json(error.http_status(), &json!({ "error": error.to_string() }));
-    let reply = match error {
-        Error::MethodNotAllowed(allow) => Reply {
-            allow: Some(*allow),
-            ..reply
-        },
-        _ => reply,
+    let reply = Reply {
+        allow: error.allow(),
+        ..reply
     };
     if error.retry_later() {
         reply.retry_after()
@@ -70,11 +68,11 @@ pub(crate) fn model<'m>(
     models: &'m Models,
     name: &str,
     version: Option<&str>,
-) -> Result<&'m Model, Error> {
+) -> Result<&'m Model, ServerError> {
     let model = models.get(ModelName::from_str(name)?)?;
     match version {
         None | Some(VERSION) => Ok(model),
-        Some(other) => Err(Error::NotFound(format!(
+        Some(other) => Err(ServerError::NotFound(format!(
             "/v2/models/{name}/versions/{other} (the only version is {VERSION})"
         ))),
     }
@@ -146,13 +144,13 @@ pub(crate) fn infer(
     header_length: Option<usize>,
     body: &[u8],
     limits: InferLimits,
-) -> Result<Reply, Error> {
+) -> Result<Reply, ServerError> {
     let request = codec::parse_request(body, header_length)
         .map_err(|e| Error::bad_parameter("inputs", e.0))?;
     let input = single_input(model, &request)?;
     let batch = input.shape.first().copied().unwrap_or(0);
     if batch > limits.max_batch {
-        return Err(Error::TooManyImages {
+        return Err(ServerError::TooManyImages {
             count: batch,
             limit: limits.max_batch,
         });
