@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example engine_bench -- [--runs N] [--models lite0,resnet18]
 //!     [--python /tmp/venv/bin/python] [--no-ort] [--no-latency] [--no-profile] [--isa]
-//!     [--threads]
+//!     [--threads] [--resize] [--cpu-time]
 //! ```
 //!
 //! - Latency: batch 1, one thread, median of `--runs` runs after 10 warm-ups each: the two
@@ -11,10 +11,15 @@
 //!   tract) and onnxruntime (1 intra-op thread, all graph optimisations, in a Python child that
 //!   runs on request and times itself) on the same input, taking turns of 4 runs (the first of
 //!   each turn, cold from the others' cache traffic, not counted).
+//! - `--cpu-time`: the latency table in thread CPU time instead of wall time (onnxruntime's
+//!   one intra-op thread runs on its caller, timed with `time.thread_time()`): preemption by
+//!   other processes on a shared machine then stays out of the figures.
 //! - Profile (`--no-profile` skips): per-op time from tract's plan, timed around every node's
 //!   eval, before and after the rewrite, by op and for the depthwise nodes one by one.
 //! - `--isa`: the depthwise kernel alone on EfficientNet-Lite0's layers, per instruction set.
 //! - `--threads`: single-threaded plans vs intra-op threads at 1, 2 and 8 concurrent callers.
+//! - `--resize`: the exact preprocessing (Pillow resize, crop, normalise) of a 12 MP and a 1 MP
+//!   photo, wall and thread CPU time (CPU time moves less when other processes share the cores).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,6 +43,8 @@ struct Args {
     isa: bool,
     threads: bool,
     latency: bool,
+    resize: bool,
+    cpu_time: bool,
 }
 
 fn args() -> Args {
@@ -50,6 +57,8 @@ fn args() -> Args {
         isa: false,
         threads: false,
         latency: true,
+        resize: false,
+        cpu_time: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -71,6 +80,8 @@ fn args() -> Args {
             "--no-profile" => a.profile = false,
             "--isa" => a.isa = true,
             "--threads" => a.threads = true,
+            "--resize" => a.resize = true,
+            "--cpu-time" => a.cpu_time = true,
             "--no-latency" => a.latency = false,
             other => panic!("unknown argument {other}"),
         }
@@ -124,7 +135,7 @@ struct Ort {
 }
 
 impl Ort {
-    fn start(python: &str, model: &std::path::Path, x: &[f32]) -> Option<Ort> {
+    fn start(python: &str, model: &std::path::Path, x: &[f32], cpu_time: bool) -> Option<Ort> {
         use std::io::BufRead;
         let dir = std::env::temp_dir().join(format!("engine_bench_{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
@@ -134,6 +145,7 @@ impl Ort {
 import sys, time
 import numpy as np, onnxruntime as ort
 model, inp, out = sys.argv[1], sys.argv[2], sys.argv[3]
+clock = time.thread_time if sys.argv[4] == "cpu" else time.perf_counter
 so = ort.SessionOptions()
 so.intra_op_num_threads = 1
 so.inter_op_num_threads = 1
@@ -145,9 +157,9 @@ print(ort.__version__, flush=True)
 for line in sys.stdin:
     if line.strip() == "q":
         break
-    t = time.perf_counter()
+    t = clock()
     y = s.run(None, {name: x})[0]
-    print((time.perf_counter() - t) * 1e3, flush=True)
+    print((clock() - t) * 1e3, flush=True)
 y.astype(np.float32).tofile(out)
 "#;
         let mut child = std::process::Command::new(python)
@@ -156,6 +168,7 @@ y.astype(np.float32).tofile(out)
             .arg(model)
             .arg(dir.join("input.f32"))
             .arg(dir.join("logits.f32"))
+            .arg(if cpu_time { "cpu" } else { "wall" })
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -299,7 +312,8 @@ fn print_profiles(before: &[(String, String, f64)], after: &[(String, String, f6
 
 fn latency_table(a: &Args, x: &[f32]) {
     println!(
-        "## Latency: batch 1, 1 thread, median of {} runs after 10 warm-ups; the three engines take turns of 4 runs (the first of each turn not counted)",
+        "## Latency ({}): batch 1, 1 thread, median of {} runs after 10 warm-ups; the three engines take turns of 4 runs (the first of each turn not counted)",
+        if a.cpu_time { "thread CPU time" } else { "wall time" },
         a.runs.div_ceil(3) * 3
     );
     println!();
@@ -311,14 +325,19 @@ fn latency_table(a: &Args, x: &[f32]) {
         let ours = load(&onnx, true, 1);
         let plain = load(&onnx, false, 1);
         let mut ort = if a.ort {
-            Ort::start(&a.python, &path, x)
+            Ort::start(&a.python, &path, x, a.cpu_time)
         } else {
             None
         };
         let run = |e: &TractEngine| {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), thread_cpu());
             let out = e.run(&SHAPE, x.to_vec()).unwrap();
-            (ms(t.elapsed()), out)
+            let spent = if a.cpu_time {
+                thread_cpu() - c
+            } else {
+                t.elapsed()
+            };
+            (ms(spent), out)
         };
         for _ in 0..10 {
             run(&ours);
@@ -673,4 +692,67 @@ fn main() {
     if a.threads {
         threads_bench(&a, &x);
     }
+    if a.resize {
+        resize_bench(a.runs);
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Safety: a valid clock id and a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+fn resize_bench(runs: usize) {
+    use tagger::image::RgbPixels as RgbImage;
+    use tagger::preprocess::{ImagePreprocess, Normalize};
+    // Smooth content with noise on top, so no tap multiplies a constant.
+    let photo = |w: usize, h: usize| {
+        let mut s = 0x2545f4914f6cdd1du64;
+        let data = (0..w * h * 3)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let (x, y) = ((i / 3) % w, (i / 3) / w);
+                ((x * 255 / w + y * 255 / h) / 2) as u8 ^ ((s >> 60) as u8)
+            })
+            .collect();
+        RgbImage {
+            width: w,
+            height: h,
+            data,
+        }
+    };
+    let pre = ImagePreprocess {
+        resize: 256,
+        crop: 224,
+        normalize: Normalize::Tflite,
+    };
+    println!("## Exact preprocessing (Pillow bilinear resize to 256, crop 224, normalise), median of {runs} runs");
+    println!();
+    println!("| photo | wall ms | thread CPU ms |");
+    println!("|---|---|---|");
+    for (label, w, h) in [
+        ("12 MP 4000x3000", 4000, 3000),
+        ("1 MP 1155x866", 1155, 866),
+    ] {
+        let image = photo(w, h);
+        let (mut wall, mut cpu) = (vec![], vec![]);
+        for i in 0..runs + 3 {
+            let (t, c) = (Instant::now(), thread_cpu());
+            std::hint::black_box(pre.tensor(&image));
+            if i >= 3 {
+                wall.push(ms(t.elapsed()));
+                cpu.push(ms(thread_cpu() - c));
+            }
+        }
+        println!("| {label} | {:.2} | {:.2} |", median(wall), median(cpu));
+    }
+    println!();
 }

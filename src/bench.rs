@@ -184,7 +184,7 @@ pub fn run(config: &Config) -> Result<()> {
             }
             Head::Digits { platt } => {
                 let rgb: RgbPixels = decode(DIGIT_PNG, &DecodeOptions::default())?.rgb;
-                for mode in [DigitMode::Default, DigitMode::Plain] {
+                for mode in [DigitMode::Auto, DigitMode::Plain] {
                     figures.push(time(
                         format!(
                             "digits: decode + preprocess ({}) + inference + probabilities",

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::digits::{self, DigitMode};
+use crate::digits::{self, DigitMode, DigitPath};
 use crate::error::{Error, Result};
 use crate::image::{self, DecodeOptions, ImageFormat};
 use crate::models::{Head, Model, ModelName, Models, Weights};
@@ -115,8 +115,8 @@ pub struct DigitReading {
     pub confidence: f64,
     /// scikit-learn's `predict_proba`, index = digit.
     pub probabilities: [f64; digits::CLASSES],
-    /// The preprocessing mode used.
-    pub preprocess: DigitMode,
+    /// How the picture was read: `plain`, `ink`, `auto:grid` or `auto:ink`.
+    pub preprocess: DigitPath,
     /// The decoded image.
     pub image: ImageInfo,
     /// Per-stage time.
@@ -241,7 +241,7 @@ pub fn read_digit(
     let (decoded, decode_ms) = timed_decode(bytes, decode_options)?;
 
     let start = Instant::now();
-    let features = digits::features(&decoded.rgb, mode);
+    let (features, path) = digits::read(&decoded.rgb, mode);
     let preprocess_ms = millis(start);
 
     let start = Instant::now();
@@ -261,7 +261,7 @@ pub fn read_digit(
         digit,
         confidence: probabilities[digit],
         probabilities,
-        preprocess: mode,
+        preprocess: path,
         image: image_info(decoded.width, decoded.height, decoded.format),
         timing_ms: Timing {
             decode: decode_ms,

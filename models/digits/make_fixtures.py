@@ -1,43 +1,39 @@
-"""Digit-reader fixtures (deterministic; run after models/digits/train.py).
+"""Digit evaluation pictures, in groups, with a fixed tuning/held-out split (deterministic).
 
-  python models/digits/make_fixtures.py
+  python models/digits/make_fixtures.py      (after models/digits/train.py)
 
-tests/fixtures/digits/sklearn_digits.json
-    JSON array, one object per line, for all 1797 samples of sklearn.datasets.load_digits(), in dataset order:
-    {"x": [64 ints 0..16], "target": t, "predict": sklearn predict of the shipped (refit) SVC,
-     "proba": [10 floats, predict_proba], "decision": [45 floats, decision_function ovo]}
-    floats rounded to 7 significant digits.
-tests/fixtures/digits/eval/<digit>_<nnn>.png  (+ README.md)
-    300 synthetic hand-drawn-like digit images, NOT from the sklearn data: nnn 000-014 rendered from
-    TrueType/OpenType fonts, 015-029 synthetic pen strokes; dark ink on light paper, seeded.
+tests/fixtures/digits/eval/<digit>_<nnn>.<png|jpg>   the pictures (the digit is the label)
+tests/fixtures/digits/eval/index.csv                 name,digit,group,split,width,height,detail
+tests/fixtures/digits/eval/README.md                 what each group is
+tests/fixtures/digits/python_features.json           {name: the 64 `ink` features preprocess.py makes of it}
+                                                     (tests/digits.rs holds the Rust `ink` path to them)
+
+Groups (GROUPS below): hand-drawn-style kinds that are NOT from scikit-learn's data (pen, marker,
+pencil, font, photo, inverted) and `sklearn`, load_digits() samples drawn as pictures the way the
+challenge ships them (8x8 up to 256x256, nearest or bilinear upscale, PNG or JPEG q75-95).
+The split is drawn here, before any tuning: within each (group, digit) a seeded shuffle sends half
+the pictures to `tune` and half to `heldout`. Tune preprocessing on `tune` only; report `heldout`.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
-import warnings
-
-os.environ["PYTHONWARNINGS"] = "ignore::FutureWarning"
-warnings.simplefilter("ignore", FutureWarning)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter, ImageFont  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 import export_common as ec  # noqa: E402
-import train  # noqa: E402  (models/digits/train.py)
-from reference import sha256_file  # noqa: E402
+import preprocess as pp  # noqa: E402  (models/digits/preprocess.py)
 
-OUT = os.path.join(ec.REPO_DIR, "tests", "fixtures", "digits")
-EVAL = os.path.join(OUT, "eval")
-SEED = 20240
-PER_DIGIT = 30
-N_FONT = 15          # nnn 000..014 font-rendered, 015..029 pen strokes
+EVAL = os.path.join(ec.REPO_DIR, "tests", "fixtures", "digits", "eval")
+SEED = 20261204
 FONT_DIR = "/usr/share/fonts"
 FONTS = [
     "truetype/dejavu/DejaVuSans.ttf",
@@ -56,41 +52,9 @@ FONTS = [
     "opentype/urw-base35/P052-Roman.otf",
     "opentype/urw-base35/Z003-MediumItalic.otf",
 ]
-
-
-def r7(v: float) -> float:
-    return float(f"{v:.7g}")
-
-
-# ------------------------------------------------------------------------------- sklearn fixture
-def sklearn_fixture():
-    man = json.load(open(os.path.join(HERE, "model.json")))
-    svc = man["svc"]
-    X, y = load_digits(return_X_y=True)
-    clf = train.make_svc(C=svc["C"], gamma=svc["gamma"]).fit(X, y)
-    # same model as the one shipped: identical Platt parameters and ONNX decision values
-    assert np.array_equal(clf.probA_, svc["prob_a"]) and np.array_equal(clf.probB_, svc["prob_b"])
-    assert sha256_file(os.path.join(HERE, "model.onnx")) == man["onnx"]["sha256"]
-    sess = ec.ort_session(os.path.join(HERE, "model.onnx"))
-    dec = clf.decision_function(X)
-    dec_onnx = sess.run(["decision"], {"input": X.astype(np.float32)})[0]
-    assert np.abs(dec - dec_onnx).max() < 1e-4
-    pred = clf.predict(X)
-    proba = clf.predict_proba(X)
-    os.makedirs(OUT, exist_ok=True)
-    lines = []
-    for i in range(len(X)):
-        lines.append(json.dumps({
-            "x": [int(v) for v in X[i]], "target": int(y[i]), "predict": int(pred[i]),
-            "proba": [r7(v) for v in proba[i]], "decision": [r7(v) for v in dec[i]],
-        }, separators=(",", ":")))
-    path = os.path.join(OUT, "sklearn_digits.json")
-    with open(path, "w") as f:
-        f.write("[\n" + ",\n".join(lines) + "\n]\n")
-    back = json.load(open(path))
-    assert len(back) == 1797
-    print(f"wrote {path} ({os.path.getsize(path)} bytes); train accuracy {float((pred == y).mean()):.4f}")
-    return clf
+# group -> pictures per digit (even: half tune, half held-out)
+GROUPS = {"pen": 12, "marker": 12, "pencil": 12, "font": 12, "photo": 12, "inverted": 12, "sklearn": 30}
+SKLEARN_SIZES = [8, 12, 16, 24, 32, 48, 64, 100, 128, 200, 256]
 
 
 # ------------------------------------------------------------------------------- pen strokes
@@ -139,10 +103,11 @@ def strokes_for(d: int, rng) -> list:
     raise ValueError(d)
 
 
-def stroke_glyph(d: int, rng) -> Image.Image:
-    """High-res (about 256 px tall) mask of a pen-drawn digit, tightly cropped."""
-    size, pad = 256, 64
-    rel_w = rng.uniform(0.05, 0.16)
+
+
+def stroke_glyph(d: int, rng, rel_w: float) -> Image.Image:
+    """High-res (about 256 px tall) mask of a pen-drawn digit (stroke width rel_w of the height), cropped."""
+    size, pad = 256, 80
     width = max(2, int(rel_w * size))
     shear = rng.uniform(-0.3, 0.15)
     sx = rng.uniform(0.7, 1.1)
@@ -150,9 +115,8 @@ def stroke_glyph(d: int, rng) -> Image.Image:
     dr = ImageDraw.Draw(img)
     for s in strokes_for(d, rng):
         p = np.array(s, dtype=np.float64)
-        # smooth random wobble: a few random knots interpolated along the stroke
         n = len(p)
-        knots = rng.normal(0, 0.025, (4, 2))
+        knots = rng.normal(0, 0.025, (4, 2))          # smooth random wobble
         t = np.linspace(0, 3, n)
         wob = np.stack([np.interp(t, np.arange(4), knots[:, k]) for k in (0, 1)], axis=1)
         p = p + wob + rng.normal(0, 0.004, p.shape)
@@ -171,14 +135,21 @@ def font_glyph(d: int, font_path: str, rng) -> Image.Image:
     img = Image.new("L", (400, 400), 0)
     ImageDraw.Draw(img).text((90, 60), str(d), font=font, fill=255)
     if rng.random() < 0.7:
-        img = img.rotate(float(rng.uniform(-12, 12)), resample=Image.BICUBIC)
+        img = img.rotate(float(rng.uniform(-10, 10)), resample=Image.BICUBIC)
     return img.crop(img.getbbox())
 
 
-def render(glyph: Image.Image, rng, *, rgb: bool) -> Image.Image:
-    S = int(rng.integers(32, 97))
-    ss = 4                                           # supersampling
-    frac = rng.uniform(0.2, 0.9)                     # digit height / frame height
+def log_size(rng, lo: int, hi: int) -> int:
+    return int(round(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
+
+
+def place(glyph: Image.Image, rng, S: int, frac_lo=0.3, frac_hi=0.9, rotate=0.0) -> np.ndarray:
+    """Ink coverage 0..1 of an S x S frame holding the glyph (height frac of the frame, anywhere)."""
+    ss = 4 if S <= 128 else 2                        # supersampling
+    if rotate:
+        glyph = glyph.rotate(rotate, resample=Image.BICUBIC, expand=True)
+        glyph = glyph.crop(glyph.getbbox())
+    frac = rng.uniform(frac_lo, frac_hi)
     gh = max(4, int(round(frac * S * ss)))
     aspect = glyph.size[0] / glyph.size[1] * rng.uniform(0.85, 1.15)
     gw = max(2, min(int(round(gh * aspect)), int(0.95 * S * ss)))
@@ -187,111 +158,224 @@ def render(glyph: Image.Image, rng, *, rgb: bool) -> Image.Image:
     x0 = int(rng.integers(0, S * ss - gw + 1))       # uniform: usually off-centre
     y0 = int(rng.integers(0, S * ss - gh + 1))
     canvas.paste(g, (x0, y0))
-    m = np.asarray(canvas.resize((S, S), Image.BOX), dtype=np.float64) / 255.0
-    m *= rng.uniform(0.75, 1.0)                      # ink coverage / pressure
-    paper_l = rng.uniform(205, 255)
-    ink_l = rng.uniform(0, 110)
-    sigma = 0.0 if rng.random() < 0.6 else rng.uniform(0.4, 2.0)   # paper noise (kept small: PNG size)
-    noise = rng.normal(0, sigma, (S, S, 1))
-    if rgb:
-        paper = np.array([paper_l, paper_l - rng.uniform(0, 8), paper_l - rng.uniform(0, 28)])  # white..cream
-        ink = np.array([ink_l * 0.5, ink_l * 0.6, ink_l + rng.uniform(0, 60)]) if rng.random() < 0.5 \
-            else np.array([ink_l, ink_l, ink_l])        # blue-ish pen or black
+    return np.asarray(canvas.resize((S, S), Image.BOX), dtype=np.float64) / 255.0
+
+
+def texture(rng, S: int, lo: float, cell: int) -> np.ndarray:
+    """Multiplicative grain lo..1 (pencil on paper, chalk on a board), blotches about `cell` px."""
+    n = max(2, S // cell)
+    t = Image.fromarray((rng.random((n, n)) * 255).astype(np.uint8)).resize((S, S), Image.BILINEAR)
+    return lo + (1 - lo) * np.asarray(t, dtype=np.float64) / 255.0
+
+
+def compose(m, paper, ink, rng, sigma) -> np.ndarray:
+    S = m.shape[0]
+    out = paper[None, None, :] * (1 - m[..., None]) + ink[None, None, :] * m[..., None]
+    if sigma:
+        out = out + rng.normal(0, sigma, (S, S, 1))
+    return out
+
+
+def to_image(a: np.ndarray) -> Image.Image:
+    a = np.clip(np.round(a), 0, 255).astype(np.uint8)
+    return Image.fromarray(a[..., 0], "L") if a.shape[2] == 1 else Image.fromarray(a, "RGB")
+
+
+def pen_colour(rng, rgb: bool) -> np.ndarray:
+    ink_l = rng.uniform(0, 100)
+    if not rgb:
+        return np.array([ink_l])
+    if rng.random() < 0.5:                           # blue-ish ballpoint
+        return np.array([ink_l * 0.4, ink_l * 0.5, ink_l + rng.uniform(40, 120)])
+    return np.array([ink_l] * 3)
+
+
+def paper_colour(rng, rgb: bool, lo=205.0) -> np.ndarray:
+    p = rng.uniform(lo, 255)
+    return np.array([p, p - rng.uniform(0, 8), p - rng.uniform(0, 28)]) if rgb else np.array([p])
+
+
+# ------------------------------------------------------------------------------- groups
+def g_pen(d, rng, fonts):
+    w = rng.uniform(0.04, 0.13)
+    S = log_size(rng, 16, 512)
+    rgb = rng.random() < 0.5
+    m = place(stroke_glyph(d, rng, w), rng, S) * rng.uniform(0.8, 1.0)
+    sigma = rng.uniform(0.4, 2.0) if S <= 128 and rng.random() < 0.4 else 0.0
+    return to_image(compose(m, paper_colour(rng, rgb), pen_colour(rng, rgb), rng, sigma)), "png", f"width {w:.2f}"
+
+
+def g_marker(d, rng, fonts):
+    w = rng.uniform(0.15, 0.24)
+    S = log_size(rng, 16, 512)
+    rgb = rng.random() < 0.6
+    ink = (np.array(rng.choice([[20, 20, 20], [10, 30, 140], [150, 20, 20], [20, 90, 40]]), dtype=np.float64)
+           if rgb else np.array([rng.uniform(0, 60)]))
+    m = place(stroke_glyph(d, rng, w), rng, S, 0.4, 0.95)
+    return to_image(compose(m, paper_colour(rng, rgb), ink, rng, 0.0)), "png", f"width {w:.2f}"
+
+
+def g_pencil(d, rng, fonts):
+    w = rng.uniform(0.03, 0.07)
+    S = log_size(rng, 24, 256)
+    m = place(stroke_glyph(d, rng, w), rng, S) * texture(rng, S, 0.5, 2)
+    ink = np.array([rng.uniform(60, 140)])
+    sigma = rng.uniform(0.5, 2.0) if S <= 128 else 0.0
+    return to_image(compose(m, paper_colour(rng, False, 215), ink, rng, sigma)), "png", f"width {w:.2f}"
+
+
+def g_font(d, rng, fonts):
+    font = fonts[int(rng.integers(0, len(fonts)))]
+    S = log_size(rng, 16, 256)
+    rgb = rng.random() < 0.4
+    m = place(font_glyph(d, font, rng), rng, S)
+    return to_image(compose(m, paper_colour(rng, rgb), pen_colour(rng, rgb), rng, 0.0)), "png", os.path.basename(font)
+
+
+def g_photo(d, rng, fonts):
+    """A digit on paper, photographed: uneven light, a soft shadow, a slight rotation, JPEG."""
+    S = log_size(rng, 48, 512)
+    kind = rng.random()
+    if kind < 0.4:
+        glyph, what = stroke_glyph(d, rng, rng.uniform(0.05, 0.12)), "pen"
+    elif kind < 0.7:
+        glyph, what = stroke_glyph(d, rng, rng.uniform(0.14, 0.22)), "marker"
     else:
-        paper = np.array([paper_l])
-        ink = np.array([ink_l])
-    out = paper[None, None, :] * (1 - m[..., None]) + ink[None, None, :] * m[..., None] + noise
-    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
-    return Image.fromarray(out, "RGB") if rgb else Image.fromarray(out[..., 0], "L")
+        glyph, what = font_glyph(d, fonts[int(rng.integers(0, len(fonts)))], rng), "font"
+    angle = float(rng.uniform(-10, 10))
+    m = place(glyph, rng, S, 0.3, 0.8, rotate=angle)
+    img = compose(m, paper_colour(rng, True, 215), pen_colour(rng, True), rng, 0.0)
+    yy, xx = np.mgrid[0:S, 0:S] / S
+    gx, gy = rng.uniform(-0.35, 0.35, 2)
+    light = 1.0 + gx * (xx - 0.5) + gy * (yy - 0.5) - rng.uniform(0, 0.3) * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2)
+    # a soft-edged shadow over one side of the picture (a hand or a phone)
+    theta = rng.uniform(0, 2 * np.pi)
+    dist = (xx - 0.5) * np.cos(theta) + (yy - 0.5) * np.sin(theta) - rng.uniform(0.15, 0.45)
+    shadow = 1.0 - rng.uniform(0.2, 0.45) / (1.0 + np.exp(-dist / rng.uniform(0.03, 0.1)))
+    img = img * (light * shadow)[..., None] * rng.uniform(0.75, 1.0)
+    img = img + rng.normal(0, rng.uniform(1.0, 3.0), img.shape)
+    q = int(rng.integers(80, 93))
+    return to_image(img), ("jpg", q), f"{what}, rotated {angle:.1f}, jpeg q{q}"
 
 
-def make_eval():
-    os.makedirs(EVAL, exist_ok=True)
-    for f in os.listdir(EVAL):
-        os.remove(os.path.join(EVAL, f))
-    rng = np.random.default_rng(SEED)
+def g_inverted(d, rng, fonts):
+    """Light chalk or paint on a dark board."""
+    S = log_size(rng, 24, 192)
+    if rng.random() < 0.7:
+        glyph = stroke_glyph(d, rng, rng.uniform(0.06, 0.16))
+    else:
+        glyph = font_glyph(d, fonts[int(rng.integers(0, len(fonts)))], rng)
+    m = place(glyph, rng, S) * texture(rng, S, 0.55, 3)
+    board = np.array(rng.choice([[30, 45, 35], [25, 25, 28], [40, 40, 45], [15, 50, 30]]), dtype=np.float64)
+    chalk = np.full(3, rng.uniform(190, 250))
+    sigma = rng.uniform(0.5, 2.0) if S <= 96 else 0.0
+    return to_image(compose(m, board + rng.uniform(-10, 10), chalk, rng, sigma)), "png", "chalk"
+
+
+def g_sklearn(i, x, rng):
+    """load_digits sample i as the challenge ships it: grey = 255 - 255 * x / 16, upscaled, encoded."""
+    small = Image.fromarray(np.round(255 - 255 * x.reshape(8, 8) / 16).astype(np.uint8), "L")
+    size = SKLEARN_SIZES[int(rng.integers(0, len(SKLEARN_SIZES)))]
+    filt = "nearest" if rng.random() < 0.5 else "bilinear"
+    im = small if size == 8 else small.resize((size, size), Image.NEAREST if filt == "nearest" else Image.BILINEAR)
+    if rng.random() < 0.5:
+        im = im.convert("RGB")
+    fmt = rng.choice(["png", "jpg75", "jpg85", "jpg95"])
+    enc = ("jpg", int(fmt[3:])) if fmt.startswith("jpg") else "png"
+    return im, enc, f"load_digits[{i}], {size}px {filt}, {fmt}"
+
+
+HAND = {"pen": g_pen, "marker": g_marker, "pencil": g_pencil, "font": g_font, "photo": g_photo,
+        "inverted": g_inverted}
+
+
+def save(im: Image.Image, enc, stem: str) -> str:
+    if enc == "png":
+        name = stem + ".png"
+        im.save(os.path.join(EVAL, name), optimize=True)
+    else:
+        name = stem + ".jpg"
+        im.save(os.path.join(EVAL, name), quality=enc[1])
+    return name
+
+
+def main():
     fonts = [os.path.join(FONT_DIR, f) for f in FONTS]
     missing = [f for f in fonts if not os.path.exists(f)]
     if missing:
         ec.die(f"fonts missing: {missing} (apt-get install fonts-dejavu fonts-urw-base35 fonts-noto-mono)")
+    os.makedirs(EVAL, exist_ok=True)
+    for f in os.listdir(EVAL):
+        os.remove(os.path.join(EVAL, f))
+    rng = np.random.default_rng(SEED)
+    X, y = load_digits(return_X_y=True)
     rows = []
-    for d in range(10):
-        for n in range(PER_DIGIT):
-            if n < N_FONT:
-                font = fonts[(n + d) % len(fonts)]
-                glyph, kind = font_glyph(d, font, rng), os.path.basename(font)
-            else:
-                glyph, kind = stroke_glyph(d, rng), "strokes"
-            rgb = rng.random() < 0.4
-            im = render(glyph, rng, rgb=rgb)
-            name = f"{d}_{n:03d}.png"
-            im.save(os.path.join(EVAL, name), optimize=True)
-            rows.append((name, d, kind, im.mode, im.size[0]))
-    return rows
+    counter = [0] * 10
+    for group, per_digit in GROUPS.items():
+        for d in range(10):
+            split = np.array(["tune", "heldout"] * (per_digit // 2))
+            rng.shuffle(split)
+            if group == "sklearn":
+                picks = rng.choice(np.flatnonzero(y == d), per_digit, replace=False)
+            for n in range(per_digit):
+                if group == "sklearn":
+                    im, enc, detail = g_sklearn(int(picks[n]), X[picks[n]], rng)
+                else:
+                    im, enc, detail = HAND[group](d, rng, fonts)
+                name = save(im, enc, f"{d}_{counter[d]:03d}")
+                counter[d] += 1
+                rows.append([name, d, group, str(split[n]), im.size[0], im.size[1], detail])
+    rows.sort(key=lambda r: r[0])
+    with open(os.path.join(EVAL, "index.csv"), "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["name", "digit", "group", "split", "width", "height", "detail"])
+        w.writerows(rows)
+    write_readme(rows)
+    feats = {}
+    for r in rows:
+        with Image.open(os.path.join(EVAL, r[0])) as im:
+            feats[r[0]] = [int(v) for v in pp.ink(im)]
+    with open(os.path.join(os.path.dirname(EVAL), "python_features.json"), "w") as f:
+        f.write("{\n" + ",\n".join(f'"{k}":{json.dumps(v, separators=(",", ":"))}' for k, v in feats.items()) + "\n}\n")
+    total = sum(os.path.getsize(os.path.join(EVAL, f)) for f in os.listdir(EVAL))
+    print(f"eval: {len(rows)} pictures, {total} bytes")
+    for g in GROUPS:
+        sel = [r for r in rows if r[2] == g]
+        size = sum(os.path.getsize(os.path.join(EVAL, r[0])) for r in sel)
+        print(f"  {g}: {len(sel)} pictures, {size} bytes")
 
 
-# ------------------------------------------------------------------------------- informative baseline
-def naive_features(path: str) -> np.ndarray:
-    """A simple reading pipeline, only to show the set is legible (NOT the Rust contract)."""
-    g = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
-    bg = np.median(g)
-    ink = np.clip((bg - g) / max(bg - g.min(), 1), 0, 1)
-    ys, xs = np.nonzero(ink > 0.3)
-    crop = ink[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
-    h, w = crop.shape
-    s = 28 / max(h, w)
-    im = Image.fromarray((crop * 255).astype(np.uint8)).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
-    box = np.zeros((32, 32))
-    a = np.asarray(im, dtype=np.float64) / 255
-    oy, ox = (32 - a.shape[0]) // 2, (32 - a.shape[1]) // 2
-    box[oy: oy + a.shape[0], ox: ox + a.shape[1]] = a
-    return (box > 0.35).reshape(8, 4, 8, 4).sum(axis=(1, 3)).reshape(64).astype(np.float64)
-
-
-def write_readme(rows, acc_font, acc_strokes):
-    sizes = sorted({r[4] for r in rows})
-    modes = {m: sum(1 for r in rows if r[3] == m) for m in ("L", "RGB")}
+def write_readme(rows):
+    counts = {g: sum(1 for r in rows if r[2] == g) for g in GROUPS}
     fonts = "\n".join(f"  - {f}" for f in FONTS)
-    text = f"""# Digit evaluation images
+    text = f"""# Digit evaluation pictures
 
-Synthetic, hand-drawn-like digits that are NOT from scikit-learn's digits data: {len(rows)} PNGs,
-{PER_DIGIT} per digit, named `<digit>_<nnn>.png` (the digit is the label).
+{len(rows)} pictures named `<digit>_<nnn>.<png|jpg>` (the digit is the label), made by
+`models/digits/make_fixtures.py` (numpy `default_rng({SEED})`, Pillow; deterministic for fixed
+package versions and fonts). `index.csv` gives each picture's group, split, size and details.
 
-- made by `models/digits/make_fixtures.py` (`python models/digits/make_fixtures.py`), numpy
-  `default_rng({SEED})`, Pillow's FreeType and ImageDraw; deterministic for fixed package versions
-- `nnn` 000-{N_FONT - 1:03d}: the digit rendered from a font (font index (nnn + digit) mod {len(FONTS)}),
-  70 % of them rotated by up to +-12 degrees; fonts (under /usr/share/fonts):
+**Split**: within each (group, digit), a seeded shuffle sends half the pictures to `tune` and half to
+`heldout`, drawn before anything was tuned. Preprocessing is tuned on `tune` only; accuracy is
+reported on `heldout` only (`tests/digits.rs`).
+
+| group | pictures | what |
+|---|---|---|
+| pen | {counts['pen']} | synthetic pen strokes (per-digit polylines/arcs, wobble, slant), width 4-13 % of the digit height, black or blue ink, 16-512 px, digit 30-90 % of the frame anywhere in it, light noise on some |
+| marker | {counts['marker']} | the same strokes 15-24 % wide (thick marker), black/blue/red/green, 16-512 px |
+| pencil | {counts['pencil']} | thin (3-7 %) light grey strokes with paper grain, 24-256 px, greyscale |
+| font | {counts['font']} | printed digits from 15 fonts (70 % rotated up to +-10 degrees), 16-256 px |
+| photo | {counts['photo']} | pen, marker or font digits on photographed paper: light gradient and vignette, a soft-edged shadow, rotation up to +-10 degrees, sensor noise, JPEG q80-92, 48-512 px |
+| inverted | {counts['inverted']} | chalk (light, grainy) on a dark board, 24-192 px |
+| sklearn | {counts['sklearn']} | `load_digits()` samples (grey = 255 - 255 x / 16) at 8-256 px ({', '.join(map(str, SKLEARN_SIZES))}), nearest or bilinear upscale, grey or RGB, PNG or JPEG q75/85/95 |
+
+Fonts (under /usr/share/fonts):
 {fonts}
-- `nnn` {N_FONT:03d}-{PER_DIGIT - 1:03d}: synthetic pen strokes: per-digit polylines/arcs with smooth random
-  wobble, slant (shear -0.3..0.15), width 5-16 % of the digit height, round caps
-- each image: square frame of {sizes[0]}-{sizes[-1]} px; digit height 20-90 % of the frame, aspect jitter
-  +-15 %, placed uniformly at random (usually off-centre); drawn at 4x and box-filtered down (anti-aliased);
-  ink coverage 75-100 %, ink level 0-110 (black or blue-ish pen in RGB), paper 205-255 (white, light grey,
-  cream in RGB), Gaussian noise: none in 60 %, else sigma 0.4-2.0
-- {modes['L']} greyscale (mode L) and {modes['RGB']} RGB PNGs, 8-bit, no alpha
 
-Sanity figure (informative only, not a contract): a naive reader (median background, ink threshold,
-bbox crop, fit into 28 px inside 32x32, threshold, 4x4 block counts -> the shipped SVC) gets
-{acc_font:.1%} on the font images and {acc_strokes:.1%} on the pen-stroke images.
+The `sklearn` group's samples are from the SVC's own training data (as the challenge's examples are);
+the other groups are not.
 """
     with open(os.path.join(EVAL, "README.md"), "w") as f:
         f.write(text)
-
-
-def main():
-    clf = sklearn_fixture()
-    rows = make_eval()
-    pred = clf.predict(np.stack([naive_features(os.path.join(EVAL, r[0])) for r in rows]))
-    truth = np.array([r[1] for r in rows])
-    is_font = np.array([r[2] != "strokes" for r in rows])
-    acc_font = float((pred[is_font] == truth[is_font]).mean())
-    acc_strokes = float((pred[~is_font] == truth[~is_font]).mean())
-    for d in range(10):
-        sel = truth == d
-        print(f"digit {d}: naive-reader accuracy {float((pred[sel] == d).mean()):.2f}")
-    write_readme(rows, acc_font, acc_strokes)
-    total = sum(os.path.getsize(os.path.join(EVAL, f)) for f in os.listdir(EVAL))
-    print(f"eval: {len(rows)} images, {total} bytes; naive reader: fonts {acc_font:.3f}, strokes {acc_strokes:.3f}")
 
 
 if __name__ == "__main__":

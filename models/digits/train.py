@@ -2,10 +2,13 @@
 
   python models/digits/train.py
 
-1. Held-out check: stratified 75/25 split (random_state=0); GridSearchCV (5-fold stratified, shuffled,
-   random_state=0) over C x gamma on the 75 %; the CV winner must reach >= 98 % on the 25 %.
-2. Shipped model: SVC(kernel='rbf', probability=True, random_state=0, C, gamma = CV winner) refit on
-   ALL 1797 samples (the held-out figure above is therefore an estimate for this refit model).
+1. Held-out check: stratified 75/25 split (random_state=0); the 75 % plus COPIES augmented pictures of each
+   sample, plus FONT_COPIES pictures of each digit in each of augment.TRAIN_FONTS (fonts that draw none of
+   the evaluation pictures) (augment.py, read back through preprocess.py's `ink`, the twin of src/digits/ink.rs) train an
+   SVC(C, GAMMA) that must reach >= 98 % on the untouched 25 % (8x8 values as they are).
+2. Shipped model: SVC(kernel='rbf', probability=True, random_state=0, C, GAMMA) on ALL 1797 samples plus
+   COPIES augmented pictures of each, plus the font pictures. C, GAMMA, COPIES, FONT_COPIES and preprocess.PARAMS were chosen on the `tune` half
+   of tests/fixtures/digits/eval (never its `heldout` half).
 3. models/digits/model.onnx, standard ONNX operators only (opset 17, no ai.onnx.ml):
      input    "input"    f32 [N,64]  raw load_digits features (0..16, row-major 8x8, 16 = full ink)
      output   "decision" f32 [N,45]  == clf.decision_function(X) with decision_function_shape='ovo'
@@ -19,9 +22,13 @@
      probabilities: libsvm svm_predict_probability: r_ij = clamp(sigmoid(dec*probA[p] + probB[p]), 1e-7, 1-1e-7),
      r_ji = 1 - r_ij, then multiclass_probability (pairwise coupling, Wu, Lin & Weng 2004, as in libsvm svm.cpp).
 5. Verification on all 1797 samples with onnxruntime; figures go into models/digits/model.json.
+6. tests/fixtures/digits/sklearn_digits.json: for all 1797 samples, in dataset order, one object per line:
+   {"x": [64 ints], "target", "predict": clf.predict, "proba": [10, predict_proba], "decision": [45, ovo]}
+   (floats to 7 significant digits); tests/digits.rs holds the Rust side to them.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
@@ -33,20 +40,36 @@ os.environ["PYTHONWARNINGS"] = _FILTER  # joblib worker processes
 warnings.simplefilter("ignore", FutureWarning)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402
 
 import export_common as ec  # noqa: E402
-from reference import sha256_file  # noqa: E402
+import augment  # noqa: E402  (models/digits/augment.py)
+import preprocess as pp  # noqa: E402  (models/digits/preprocess.py)
 
-GRID = {"C": [1.0, 3.0, 10.0, 30.0], "gamma": [0.0005, 0.001, 0.002]}
+def sha256_file(path: str) -> str:
+    """(models/reference.py has the same, but importing it needs torch.)"""
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+# Chosen on the tuning half of the evaluation pictures (models/digits/evaluate.py, README "Models").
+C = 3.0
+GAMMA = 0.001
+COPIES = 6
+AUGMENT_SEED = 0
+FONT_COPIES = 20        # pictures of each digit per augment.TRAIN_FONTS font (tune half: 90.6 % -> 98.1 %)
+FONT_SEED = 0
 MIN_HELDOUT_ACC = 0.98
+MAX_DECISION_ERROR = 1e-3
 MIN_PROB = 1e-7
 N_CLASSES = 10
 PAIRS = [(i, j) for i in range(N_CLASSES) for j in range(i + 1, N_CLASSES)]
@@ -181,29 +204,44 @@ def build_onnx(clf, path):
     return W, b
 
 
+def r7(v: float) -> float:
+    return float(f"{v:.7g}")
+
+
+def write_parity_fixture(X, y, pred, proba, dec):
+    path = os.path.join(ec.REPO_DIR, "tests", "fixtures", "digits", "sklearn_digits.json")
+    lines = [json.dumps({"x": [int(v) for v in X[i]], "target": int(y[i]), "predict": int(pred[i]),
+                         "proba": [r7(v) for v in proba[i]], "decision": [r7(v) for v in dec[i]]},
+                        separators=(",", ":")) for i in range(len(X))]
+    with open(path, "w") as f:
+        f.write("[\n" + ",\n".join(lines) + "\n]\n")
+    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+
+
 def main():
     X, y = load_digits(return_X_y=True)
     assert X.shape == (1797, 64)
 
-    # 1. model selection + held-out estimate
+    # 1. held-out estimate: augment only the 75 % split, test on the untouched 25 % (8x8 values as they are)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
-    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
-    gs = GridSearchCV(make_svc(), GRID, cv=cv, scoring="accuracy", n_jobs=min(2, os.cpu_count() or 1))
-    gs.fit(Xtr, ytr)
-    best = gs.best_params_
-    heldout_acc = float((gs.best_estimator_.predict(Xte) == yte).mean())
-    grid_table = [
-        {"C": p["C"], "gamma": p["gamma"], "cv_mean_accuracy": round(float(m), 5)}
-        for p, m in zip(gs.cv_results_["params"], gs.cv_results_["mean_test_score"])
-    ]
-    print("grid:", grid_table)
-    print(f"CV best {best} (cv acc {gs.best_score_:.4f}); held-out accuracy {heldout_acc:.4f} on {len(yte)} samples")
+    Xtr_aug, ytr_aug = augment.augmented(Xtr, ytr, COPIES, AUGMENT_SEED)
+    Xte_aug, yte_aug = augment.augmented(Xte, yte, 1, AUGMENT_SEED + 1)
+    X_font, y_font = augment.printed(FONT_COPIES, FONT_SEED)
+    est = SVC(kernel="rbf", C=C, gamma=GAMMA).fit(np.vstack([Xtr, Xtr_aug, X_font]),
+                                                  np.concatenate([ytr, ytr_aug, y_font]))
+    heldout_acc = float((est.predict(Xte) == yte).mean())
+    heldout_aug_acc = float((est.predict(Xte_aug) == yte_aug).mean())
+    print(f"held-out accuracy {heldout_acc:.4f} on {len(yte)} 8x8 samples, "
+          f"{heldout_aug_acc:.4f} on their augmented pictures read by `ink`")
     if heldout_acc < MIN_HELDOUT_ACC:
         ec.die(f"held-out accuracy {heldout_acc:.4f} < {MIN_HELDOUT_ACC}")
 
-    # 2. shipped model: refit on everything
-    clf = make_svc(C=best["C"], gamma=best["gamma"]).fit(X, y)
+    # 2. shipped model: all 1797 samples + their augmented pictures
+    X_aug, y_aug = augment.augmented(X, y, COPIES, AUGMENT_SEED)
+    X_train, y_train = np.vstack([X, X_aug, X_font]), np.concatenate([y, y_aug, y_font])
+    clf = make_svc(C=C, gamma=GAMMA).fit(X_train, y_train)
     assert list(clf.classes_) == list(range(10))
+    print(f"trained on {len(y_train)} samples: {clf.support_vectors_.shape[0]} support vectors")
 
     # 3. export
     onnx_path = os.path.join(HERE, "model.onnx")
@@ -223,13 +261,12 @@ def main():
     proba_onnx = np.array([predict_proba_from_decision(d, clf.probA_, clf.probB_) for d in dec_onnx])
     proba_exact = np.array([predict_proba_from_decision(d, clf.probA_, clf.probB_) for d in dec_sk])
     ver = {
-        "cv": {"grid": grid_table, "best": best, "best_cv_accuracy": round(float(gs.best_score_), 5),
-               "folds": "StratifiedKFold(5, shuffle=True, random_state=0) on the 75% split",
-               "note": "GridSearchCV on the same SVC(probability=True, random_state=0) estimator"},
-        "heldout": {"split": "train_test_split(test_size=0.25, stratify=y, random_state=0)",
+        "heldout": {"split": "train_test_split(test_size=0.25, stratify=y, random_state=0); only the 75 % "
+                             "(and its augmented pictures) and the font pictures trained",
                     "n_train": int(len(ytr)), "n_test": int(len(yte)), "accuracy": heldout_acc,
-                    "required": MIN_HELDOUT_ACC},
-        "shipped_model": "refit on all 1797 samples with the CV-chosen C and gamma",
+                    "accuracy_on_augmented_test_pictures": heldout_aug_acc, "required": MIN_HELDOUT_ACC},
+        "shipped_model": (f"fit on all 1797 samples + {COPIES} augmented pictures of each + {len(y_font)} font "
+                          f"pictures ({len(y_train)} in all)"),
         "train_accuracy_all_1797": float((pred_sk == y).mean()),
         "max_abs_decision_numpy_float64_vs_sklearn": float(np.abs(dec_np - dec_sk).max()),
         "max_abs_decision_onnxruntime_vs_sklearn": float(np.abs(dec_onnx - dec_sk).max()),
@@ -241,13 +278,15 @@ def main():
         "n_samples": 1797,
     }
     for k, v in ver.items():
-        if k not in ("cv",):
+        if k != "heldout":
             print(f"  {k}: {v}")
     problems = []
     if (pred_votes != pred_sk).any():
         problems.append("vote digit != sklearn predict")
-    if ver["max_abs_decision_onnxruntime_vs_sklearn"] > 1e-4:
-        problems.append("decision values off by > 1e-4")
+    # float32 sums over thousands of support vectors (the augmented model has ~3.8k) drift ~1e-4 from
+    # libsvm's float64; votes and probabilities are checked exactly / to 1e-3 below and above.
+    if ver["max_abs_decision_onnxruntime_vs_sklearn"] > MAX_DECISION_ERROR:
+        problems.append(f"decision values off by > {MAX_DECISION_ERROR}")
     if ver["max_abs_proba_libsvm_numpy_on_onnx_decision_vs_predict_proba"] > 1e-3:
         problems.append("probabilities off by > 1e-3")
     if problems:
@@ -258,7 +297,26 @@ def main():
         "task": "digits",
         "description": "Reads one hand-written digit from an 8x8 grid of ink values 0..16 (scikit-learn digits format): RBF SVM, 45 one-vs-one decision values.",
         "weights": "official",
-        "source": "trained here: models/digits/train.py, sklearn.svm.SVC(kernel='rbf', probability=True, random_state=0) on sklearn.datasets.load_digits() (UCI optical digits test set, 1797 samples)",
+        "source": "trained here: models/digits/train.py, sklearn.svm.SVC(kernel='rbf', probability=True, random_state=0) on sklearn.datasets.load_digits() (UCI optical digits test set, 1797 samples) plus augmented pictures of them and digits rendered from 14 system fonts (none used by the evaluation pictures), all read back through the `ink` preprocessing",
+        "training": {
+            "samples": int(len(y_train)),
+            "data": (f"the 1797 load_digits() 8x8 samples as they are, plus {COPIES} augmented pictures of each "
+                     "(models/digits/augment.py: rotation +-12 deg, shear +-0.3, x-scale 0.75-1.2, stroke thinner/"
+                     "thicker, anywhere in a 20-96 px frame at 30-90 % height, grey ink on lighter paper, noise), "
+                     f"plus {FONT_COPIES} pictures of each digit in each of augment.TRAIN_FONTS ({len(y_font)}: "
+                     "fonts that draw none of the evaluation pictures, same picture transforms), "
+                     "each read by models/digits/preprocess.py `ink` (the Python twin of src/digits/ink.rs)"),
+            "fonts": list(augment.TRAIN_FONTS),
+            "font_copies": FONT_COPIES,
+            "font_seed": FONT_SEED,
+            "augment_seed": AUGMENT_SEED,
+            "copies": COPIES,
+            "C": C,
+            "gamma": GAMMA,
+            "chosen_by": ("accuracy on the `tune` half of tests/fixtures/digits/eval (hand-drawn groups), "
+                          "never on `heldout`"),
+            "preprocess_params": dict(pp.PARAMS),
+        },
         "license": "BSD-3-Clause (scikit-learn digits)",
         "packages": ec.versions("scikit-learn", "numpy", "onnx", "onnxruntime"),
         "weights_file": None,
@@ -300,6 +358,7 @@ def main():
         "generated_by": "models/digits/train.py",
     }
     ec.write_json(os.path.join(HERE, "model.json"), manifest)
+    write_parity_fixture(X, y, pred_sk, proba_sk, dec_sk)
     print(f"wrote {onnx_path} ({os.path.getsize(onnx_path)} bytes), model.json")
 
 

@@ -144,6 +144,9 @@ pub struct ScoreArgs {
     /// tagging model used when --model is not given [env TAGGER_TAGS_MODEL]
     #[argh(option)]
     pub tags_model: Option<ModelName>,
+    /// digits model only: auto, ink or plain [env TAGGER_DIGITS_PREPROCESS, default auto]
+    #[argh(option)]
+    pub digits_preprocess: Option<crate::digits::DigitMode>,
 }
 
 #[derive(FromArgs, Debug)]

@@ -62,6 +62,11 @@ impl ScoreArgs {
             output: optional_setting(self.output, "TAGGER_OUTPUT")?.map(PathBuf::from),
             shard: setting(self.shard, "TAGGER_SHARD", Shard::ALL)?,
             recursive: !switch(self.no_recursive, "TAGGER_NO_RECURSIVE")?,
+            digits_preprocess: setting(
+                self.digits_preprocess,
+                "TAGGER_DIGITS_PREPROCESS",
+                crate::digits::DigitMode::Auto,
+            )?,
         })
     }
 }

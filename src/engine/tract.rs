@@ -38,13 +38,17 @@ impl TractEngine {
     /// optimisation); see [`rewrite`].
     pub fn load_with(onnx: &[u8], shape: &[usize], options: &EngineOptions) -> Result<TractEngine> {
         let internal = |e: TractError| Error::Internal(format!("loading model: {e:#}"));
-        let mut model = tract_onnx::onnx()
+        let mut stages = Stages::start();
+        let parsed = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(onnx))
-            .map_err(internal)?
+            .map_err(internal)?;
+        stages.lap("parse");
+        let mut model = parsed
             .with_input_fact(0, f32::fact(shape).into())
             .map_err(internal)?
             .into_typed()
             .map_err(internal)?;
+        stages.lap("type");
         if options.rewrite {
             let report = rewrite::rewrite_typed(&mut model).map_err(internal)?;
             log::debug!(
@@ -55,7 +59,9 @@ impl TractEngine {
                 report.skipped
             );
         }
+        stages.lap("rewrite");
         let mut model = model.into_optimized().map_err(internal)?;
+        stages.lap("optimise");
         if options.rewrite {
             let report = rewrite::rewrite_optimized(&mut model).map_err(internal)?;
             log::debug!(
@@ -72,10 +78,43 @@ impl TractEngine {
         let plan = model
             .into_runnable_with_options(&run_options)
             .map_err(internal)?;
+        stages.lap("fuse + plan");
+        log::debug!("engine load {shape:?}: {stages}");
         Ok(TractEngine {
             plan,
             shape: shape.to_vec(),
         })
+    }
+}
+
+/// Wall time of each loading stage, for the debug log (where start-up time goes).
+struct Stages {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Stages {
+    fn start() -> Stages {
+        Stages {
+            last: std::time::Instant::now(),
+            laps: vec![],
+        }
+    }
+
+    fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, d)) in self.laps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name} {:.1} ms", d.as_secs_f64() * 1e3)?;
+        }
+        Ok(())
     }
 }
 

@@ -292,9 +292,10 @@ mod x86 {
     }
 
     /// The horizontal pass over rows `first_row..last_row` of `image` into `out` (`taps.len()`
-    /// RGB pixels per row), equal to [`super::horizontal_portable`] byte for byte. A pixel whose
-    /// vector loads would run past the end of the image (the last pixels of the last row) is
-    /// computed by the scalar code.
+    /// RGB pixels per row), equal to [`super::horizontal_portable`] byte for byte. Rows go in
+    /// pairs, which share each weight load and the final reduction. A pixel whose vector loads
+    /// would run past the end of the image (the last pixels of the last row) is computed by the
+    /// scalar code.
     ///
     /// # Safety
     /// The CPU must have AVX2.
@@ -310,57 +311,151 @@ mod x86 {
         let stride = image.width * 3;
         let out_stride = taps.len() * 3;
         assert_eq!(out.len(), out_stride * (last_row - first_row));
-        assert!(plan.weights.len() < u32::MAX as usize);
-        // Pixels (R, G, B) of taps 0 and 1 as i16 pairs `[R0, R1, G0, G1, B0, B1, 0, 0]` in the
-        // low half of the vector, of taps 2 and 3 in the high half (-1: a zero byte).
-        let shuffle = _mm256_setr_epi8(
-            0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1, //
-            6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1,
-        );
-        let round = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
-        for (y, out_row) in (first_row..last_row).zip(out.chunks_exact_mut(out_stride)) {
-            let row = &image.data[y * stride..];
+        assert_eq!(plan.chunks.len(), taps.len());
+        for (pair, out_rows) in out.chunks_mut(2 * out_stride).enumerate() {
+            let y = first_row + 2 * pair;
+            let row_a = &image.data[y * stride..];
+            if out_rows.len() < 2 * out_stride {
+                for (x, tap) in taps.iter().enumerate() {
+                    let px = pixel(row_a, tap, plan, x);
+                    out_rows[3 * x..3 * x + 3].copy_from_slice(&px);
+                }
+                continue;
+            }
+            let row_b = &image.data[(y + 1) * stride..];
+            let (out_a, out_b) = out_rows.split_at_mut(out_stride);
             for (x, tap) in taps.iter().enumerate() {
-                let dst = &mut out_row[3 * x..3 * x + 3];
-                let start = tap.start * 3;
-                if start + plan.read_len[x] > row.len() {
-                    dst.copy_from_slice(&horizontal_pixel(row, tap));
-                    continue;
-                }
-                let (first, n) = plan.chunks[x];
-                let weights = plan.weights.as_ptr().add(first as usize) as *const __m256i;
-                let mut src = row.as_ptr().add(start);
-                let mut hi = _mm256_setzero_si256();
-                let mut lo = _mm256_setzero_si256();
-                for c in 0..n as usize {
-                    let bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128(src as *const __m128i));
-                    let pixels = _mm256_shuffle_epi8(bytes, shuffle);
-                    let w_hi = _mm256_loadu_si256(weights.add(2 * c));
-                    let w_lo = _mm256_loadu_si256(weights.add(2 * c + 1));
-                    hi = _mm256_add_epi32(hi, _mm256_madd_epi16(pixels, w_hi));
-                    lo = _mm256_add_epi32(lo, _mm256_madd_epi16(pixels, w_lo));
-                    src = src.add(12);
-                }
-                let hi = _mm_add_epi32(
-                    _mm256_castsi256_si128(hi),
-                    _mm256_extracti128_si256::<1>(hi),
-                );
-                let lo = _mm_add_epi32(
-                    _mm256_castsi256_si128(lo),
-                    _mm256_extracti128_si256::<1>(lo),
-                );
-                let acc = _mm_add_epi32(
-                    _mm_add_epi32(_mm_slli_epi32::<{ SPLIT_BITS as i32 }>(hi), lo),
-                    round,
-                );
-                // clip8: shift, then saturate to 0..=255 (negative -> 0, >= 256 -> 255).
-                let v = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(acc);
-                let v = _mm_packus_epi32(v, v);
-                let v = _mm_packus_epi16(v, v);
-                let rgb = (_mm_cvtsi128_si32(v) as u32).to_le_bytes();
-                dst.copy_from_slice(&rgb[..3]);
+                let (a, b) = if tap.start * 3 + plan.read_len[x] <= row_b.len() {
+                    pixel_pair(row_a, row_b, tap, plan, x)
+                } else {
+                    (pixel(row_a, tap, plan, x), pixel(row_b, tap, plan, x))
+                };
+                out_a[3 * x..3 * x + 3].copy_from_slice(&a);
+                out_b[3 * x..3 * x + 3].copy_from_slice(&b);
             }
         }
+    }
+
+    /// Pixels (R, G, B) of taps 0 and 1 as i16 pairs `[R0, R1, G0, G1, B0, B1, 0, 0]` in the
+    /// low half of the vector, of taps 2 and 3 in the high half (-1: a zero byte).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn shuffle() -> __m256i {
+        _mm256_setr_epi8(
+            0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1, //
+            6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1,
+        )
+    }
+
+    /// Four taps' pixels from `src` (16 bytes read, 12 used), laid out by [`shuffle`].
+    ///
+    /// # Safety
+    /// `src..src + 16` readable.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn load_pixels(src: *const u8, shuffle: __m256i) -> __m256i {
+        let bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128(src as *const __m128i));
+        _mm256_shuffle_epi8(bytes, shuffle)
+    }
+
+    /// `(hi << 11) + lo + rounding`, then Pillow's clip8 (shift, saturate to 0..=255) per i32
+    /// lane, then packed to bytes (lane `i` of each 128-bit half in byte `i` of that half).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn finish(hi: __m256i, lo: __m256i) -> __m256i {
+        let round = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+        let acc = _mm256_add_epi32(
+            _mm256_add_epi32(_mm256_slli_epi32::<{ SPLIT_BITS as i32 }>(hi), lo),
+            round,
+        );
+        let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(acc);
+        let v = _mm256_packus_epi32(v, v);
+        _mm256_packus_epi16(v, v)
+    }
+
+    /// The first three bytes of a 128-bit vector.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn rgb(v: __m128i) -> [u8; 3] {
+        let [r, g, b, _] = (_mm_cvtsi128_si32(v) as u32).to_le_bytes();
+        [r, g, b]
+    }
+
+    /// Output pixel `x` of one row (scalar when its loads would leave the image).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn pixel(row: &[u8], tap: &Taps, plan: &SplitTaps, x: usize) -> [u8; 3] {
+        let start = tap.start * 3;
+        if start + plan.read_len[x] > row.len() {
+            return horizontal_pixel(row, tap);
+        }
+        let (first, n) = plan.chunks[x];
+        let weights = plan.weights.as_ptr().add(first as usize) as *const __m256i;
+        let shuffle = shuffle();
+        let mut src = row.as_ptr().add(start);
+        let mut hi = _mm256_setzero_si256();
+        let mut lo = _mm256_setzero_si256();
+        for c in 0..n as usize {
+            let pixels = load_pixels(src, shuffle);
+            hi = _mm256_add_epi32(
+                hi,
+                _mm256_madd_epi16(pixels, _mm256_loadu_si256(weights.add(2 * c))),
+            );
+            lo = _mm256_add_epi32(
+                lo,
+                _mm256_madd_epi16(pixels, _mm256_loadu_si256(weights.add(2 * c + 1))),
+            );
+            src = src.add(12);
+        }
+        // Taps 0-1 in the low half, 2-3 in the high half: add the halves.
+        let hi = _mm256_add_epi32(hi, _mm256_permute2x128_si256::<0x01>(hi, hi));
+        let lo = _mm256_add_epi32(lo, _mm256_permute2x128_si256::<0x01>(lo, lo));
+        rgb(_mm256_castsi256_si128(finish(hi, lo)))
+    }
+
+    /// Output pixel `x` of two rows at once (both rows' loads must stay inside the image).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn pixel_pair(
+        row_a: &[u8],
+        row_b: &[u8],
+        tap: &Taps,
+        plan: &SplitTaps,
+        x: usize,
+    ) -> ([u8; 3], [u8; 3]) {
+        let start = tap.start * 3;
+        let (first, n) = plan.chunks[x];
+        let weights = plan.weights.as_ptr().add(first as usize) as *const __m256i;
+        let shuffle = shuffle();
+        let mut src_a = row_a.as_ptr().add(start);
+        let mut src_b = row_b.as_ptr().add(start);
+        let [mut hi_a, mut lo_a, mut hi_b, mut lo_b] = [_mm256_setzero_si256(); 4];
+        for c in 0..n as usize {
+            let w_hi = _mm256_loadu_si256(weights.add(2 * c));
+            let w_lo = _mm256_loadu_si256(weights.add(2 * c + 1));
+            let a = load_pixels(src_a, shuffle);
+            let b = load_pixels(src_b, shuffle);
+            hi_a = _mm256_add_epi32(hi_a, _mm256_madd_epi16(a, w_hi));
+            lo_a = _mm256_add_epi32(lo_a, _mm256_madd_epi16(a, w_lo));
+            hi_b = _mm256_add_epi32(hi_b, _mm256_madd_epi16(b, w_hi));
+            lo_b = _mm256_add_epi32(lo_b, _mm256_madd_epi16(b, w_lo));
+            src_a = src_a.add(12);
+            src_b = src_b.add(12);
+        }
+        // Low half: row a's taps 0-1 + 2-3; high half: row b's.
+        let hi = _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(hi_a, hi_b),
+            _mm256_permute2x128_si256::<0x31>(hi_a, hi_b),
+        );
+        let lo = _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(lo_a, lo_b),
+            _mm256_permute2x128_si256::<0x31>(lo_a, lo_b),
+        );
+        let v = finish(hi, lo);
+        (
+            rgb(_mm256_castsi256_si128(v)),
+            rgb(_mm256_extracti128_si256::<1>(v)),
+        )
     }
 
     /// [`super::vertical_portable`] compiled for AVX2 (the row loop vectorises 8 lanes wide).

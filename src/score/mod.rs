@@ -118,6 +118,8 @@ pub struct Config {
     pub shard: Shard,
     /// Walk sub-folders.
     pub recursive: bool,
+    /// How the digits model reads pictures.
+    pub digits_preprocess: DigitMode,
 }
 
 /// Why a run stopped before every record was written.
@@ -215,6 +217,7 @@ pub fn run(config: Config) -> Result<Ending, Error> {
         models,
         task,
         classify: config.classify,
+        digits_preprocess: config.digits_preprocess,
         cancel: AtomicBool::new(false),
     });
     progress.clear();
@@ -292,6 +295,7 @@ struct Context {
     models: Models,
     task: Task,
     classify: ClassifyOptions,
+    digits_preprocess: DigitMode,
     /// Set when the run ends early: queued files are not scored.
     cancel: AtomicBool,
 }
@@ -408,8 +412,10 @@ fn score_one(context: &Context, entry: &Entry) -> Outcome {
         Task::Tags(model) => {
             pipeline::classify(&context.models, model, &bytes, &context.classify).map(Outcome::Tags)
         }
-        Task::Digits => pipeline::read_digit(&context.models, &bytes, DigitMode::Default, decode)
-            .map(Outcome::Digit),
+        Task::Digits => {
+            pipeline::read_digit(&context.models, &bytes, context.digits_preprocess, decode)
+                .map(Outcome::Digit)
+        }
     };
     result.unwrap_or_else(|e| Outcome::Failed(e.into()))
 }

@@ -389,7 +389,7 @@ fn tags_work(state: &State, model: ModelName, query: &Query) -> Result<Work, Err
 fn digits_work(state: &State, query: &Query) -> Result<Work, Error> {
     let mode = match query.get("preprocess") {
         Some(v) => DigitMode::from_str(v)?,
-        None => DigitMode::Default,
+        None => DigitMode::Auto,
     };
     Ok(Work::Digits {
         mode,

@@ -74,8 +74,25 @@ pub(crate) fn serve(
         .thread_name("tagger-io")
         .build()
         .map_err(|e| CliError::Failure(format!("starting the I/O runtime: {e}")))?;
+    // The workers are created first: threads inherit their creator's niceness.
     let pools = Arc::new(Pools::new(state.config.workers)?);
+    yield_to_workers();
     runtime.block_on(run(state, pools, listener, shutdown))
+}
+
+/// How much lower the I/O thread's scheduling priority is than the workers'.
+const IO_NICENESS: i32 = 5;
+
+/// Lowers this (the I/O) thread's priority: when clients flood an overloaded server on the same
+/// cores, inference keeps most of the CPU, and closed-loop clients hammering it with requests
+/// that get 503 are slowed by their own answers instead of starving the workers. Without
+/// contention nothing changes (an idle core runs whichever thread is ready).
+fn yield_to_workers() {
+    // SAFETY: nice() changes only the calling thread's niceness on Linux; a failure (e.g. a
+    // limit) leaves it as it was, which is harmless.
+    unsafe {
+        libc::nice(IO_NICENESS);
+    }
 }
 
 async fn run(

@@ -35,9 +35,9 @@ impl Rng {
         (0..n).map(|_| self.uniform(low, high)).collect()
     }
 
-    /// Uniform in `0..n`.
+    /// Uniform in `0..n` (0 when `n` is 0, so an empty slice's length is a valid bound).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 

@@ -165,7 +165,7 @@ pub(crate) fn infer(
         Head::Digits { .. } => {
             let mode = match request.parameters.get("preprocess").and_then(Value::as_str) {
                 Some(m) => DigitMode::from_str(m)?,
-                None => DigitMode::Default,
+                None => DigitMode::Auto,
             };
             run_digits(model, &samples, &decode, mode)?
         }
