@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod healthcheck;
 pub mod image;
+pub mod model_files;
 pub mod models;
 pub mod pipeline;
 pub mod preprocess;

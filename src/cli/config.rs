@@ -96,6 +96,8 @@ impl ModelsArgs {
         Ok(catalog::Config {
             json: self.json,
             tags_model: tags_model(self.tags_model)?,
+            model_files: crate::model_files::from_flags_or_env(&self.model_file)
+                .map_err(|e| CliError::Usage(e.to_string()))?,
         })
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::cli::{self, CliError, ServeArgs};
 use crate::image::DecodeMode;
+use crate::model_files::ModelFile;
 use crate::models::{embedded_manifest, ModelName, Task};
 
 /// The server's settings.
@@ -40,6 +41,10 @@ pub struct Config {
     pub tags_model: Option<ModelName>,
     /// Default JPEG decoding.
     pub decode: DecodeMode,
+    /// Most images in one request (multipart files, v2 batch); 413 beyond.
+    pub max_batch: usize,
+    /// Model files that replace embedded models, read and verified at start-up.
+    pub model_files: Vec<ModelFile>,
 }
 
 fn seconds(secs: u64) -> Option<Duration> {
@@ -122,6 +127,12 @@ impl Config {
             }
         }
         let decode = cli::setting(args.decode, "TAGGER_DECODE", DecodeMode::Exact)?;
+        let max_batch = positive(
+            cli::setting(args.max_batch, "TAGGER_MAX_BATCH", 32)?,
+            "max-batch",
+        )?;
+        let model_files = crate::model_files::from_flags_or_env(&args.model_file)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         Ok(Config {
             addr,
             workers,
@@ -137,6 +148,8 @@ impl Config {
             drain,
             tags_model,
             decode,
+            max_batch,
+            model_files,
         })
     }
 }
