@@ -1,5 +1,6 @@
 // tagger from JavaScript (Node.js 18+ or a browser): fetch with a raw body and with FormData.
 //   node examples/client.mjs examples/images/cat.jpg
+//   node examples/client.mjs a.jpg b.jpg c.jpg        (several images in one request)
 // TAGGER_URL (default http://127.0.0.1:8080) says where the server is.
 import { readFile } from "node:fs/promises";
 
@@ -25,9 +26,28 @@ async function digit(bytes) {
   return answer;
 }
 
-const path = process.argv[2] ?? "examples/images/cat.jpg";
+// Several images in one request: one `image` part each; the answer is {"results": [...]} in
+// order, and a bad image fails only its own entry.
+async function tagsBatch(paths) {
+  const form = new FormData();
+  for (const p of paths) form.append("image", new Blob([await readFile(p)]), p.split("/").pop());
+  const response = await fetch(`${base}/v1/tags?top_k=3`, { method: "POST", body: form });
+  const answer = await response.json();
+  if (!response.ok) throw new Error(`${response.status} ${answer.error.code}: ${answer.error.message}`);
+  return answer.results;
+}
+
+const paths = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const path = paths[0] ?? "examples/images/cat.jpg";
 const bytes = await readFile(path);
-if (process.argv.includes("--digits")) {
+if (paths.length > 1) {
+  const results = await tagsBatch(paths);
+  results.forEach((r, i) => {
+    console.log(`== ${paths[i]}`);
+    if (r.error) console.log(`error ${r.error.code}: ${r.error.message}`);
+    else for (const tag of r.tags) console.log(`${tag.confidence.toFixed(3)}  ${tag.label}  (class ${tag.class_id})`);
+  });
+} else if (process.argv.includes("--digits")) {
   const answer = await digit(bytes);
   console.log(`digit ${answer.digit} (confidence ${answer.confidence.toFixed(3)})`);
 } else {

@@ -12,6 +12,7 @@ pub mod digits;
 pub mod engine;
 pub mod error;
 pub mod image;
+pub mod model_files;
 pub mod models;
 pub mod pipeline;
 pub mod preprocess;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::digits::PlattParameters;
 use crate::engine::{memory, Engine, EngineOptions, TractEngine};
 use crate::error::{Error, Result};
+use crate::model_files::ModelFile;
 use crate::preprocess::ImagePreprocess;
 
 /// `models/` as it was when the binary was built: ONNX files, manifests, labels.
@@ -170,6 +171,9 @@ pub struct Manifest {
     /// The command that wrote this model.
     #[serde(default)]
     pub generated_by: Option<String>,
+    /// The file this model was loaded from (`--model-file`); `None`: embedded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_from: Option<String>,
 }
 
 /// What a loaded model needs beyond its engine, by task.
@@ -308,6 +312,11 @@ impl Models {
     /// Loads and optimises every embedded model (in parallel: start-up time is what a
     /// Kubernetes readiness probe waits for).
     pub fn load_embedded(options: &LoadOptions) -> Result<Models> {
+        Models::load_with_files(options, &[])
+    }
+
+    /// Like [`Models::load_embedded`], with some models replaced by verified model files.
+    pub fn load_with_files(options: &LoadOptions, files: &[ModelFile]) -> Result<Models> {
         let engine = EngineOptions {
             threads: options.threads_per_inference.max(1),
             rewrite: options.engine_rewrite,
@@ -315,7 +324,10 @@ impl Models {
         let models: Vec<Result<Model>> = std::thread::scope(|scope| {
             let handles: Vec<_> = ModelName::ALL
                 .into_iter()
-                .map(|name| scope.spawn(move || load_one(name, &engine)))
+                .map(|name| {
+                    let file = files.iter().find(|f| f.name == name);
+                    scope.spawn(move || load_one_from(name, &engine, file))
+                })
                 .collect();
             handles
                 .into_iter()
@@ -403,10 +415,30 @@ fn release_loader_memory(models: &[Model]) {
 
 /// Loads and optimises one embedded model, as start-up does.
 pub fn load_one(name: ModelName, options: &EngineOptions) -> Result<Model> {
-    let manifest = embedded_manifest(name)?;
+    load_one_from(name, options, None)
+}
+
+/// Like [`load_one`], from a verified model file (`--model-file`) when there is one; its
+/// bytes are read again (and checked again) here and dropped once the engine has them.
+pub fn load_one_from(
+    name: ModelName,
+    options: &EngineOptions,
+    file: Option<&ModelFile>,
+) -> Result<Model> {
+    let manifest = match file {
+        Some(f) => f.manifest.clone(),
+        None => embedded_manifest(name)?,
+    };
     let head = head_for(&manifest)?;
-    let onnx = embedded_onnx(&manifest)?;
-    let engine = TractEngine::load_with(onnx, &head.input_shape(), options)?;
+    let engine = match file {
+        Some(f) => {
+            let onnx = f
+                .read_verified()
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            TractEngine::load_with(&onnx, &head.input_shape(), options)?
+        }
+        None => TractEngine::load_with(embedded_onnx(&manifest)?, &head.input_shape(), options)?,
+    };
     Ok(Model {
         manifest,
         head,

@@ -59,6 +59,38 @@ fn check_curl_example(name: &str, out: &str) {
         "digits_raw" => assert_eq!(json(out)["digit"], 7, "{out}"),
         "digits_multipart_plain" => assert!(json(out)["digit"].is_u64(), "{out}"),
         "predict_generic" => assert_eq!(json(out)["tags"].as_array().unwrap().len(), 2, "{out}"),
+        "tags_batch" => {
+            let v = json(out);
+            let results = v["results"].as_array().unwrap();
+            assert_eq!(results.len(), 2, "{out}");
+            assert!(cat_ids.contains(&results[0]["tags"][0]["class_id"].as_u64().unwrap()));
+        }
+        "v2_server" => assert_eq!(json(out)["extensions"][1], "classification", "{out}"),
+        "v2_ready" => assert_eq!(out.trim(), "200"),
+        "v2_metadata" => assert_eq!(json(out)["platform"], "onnx_onnxv1", "{out}"),
+        "v2_infer_json" => {
+            let v = json(out);
+            assert_eq!(v["outputs"][0]["data"][0], 1, "{out}");
+            assert!(
+                v["outputs"][1]["data"][0]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(":1:1"),
+                "{out}"
+            );
+        }
+        "v2_infer_binary" => {
+            let v = json(out);
+            let top = v["outputs"][0]["data"][0].as_str().unwrap();
+            let index: u64 = top.split(':').nth(1).unwrap().parse().unwrap();
+            assert!(cat_ids.contains(&index), "{out}");
+        }
+        "page" => {
+            assert!(out.contains("<title>tagger"), "{out}");
+            assert!(out
+                .to_lowercase()
+                .contains("content-security-policy: default-src 'none'"));
+        }
         "models_list" => {
             let text = out.to_string();
             for name in ["resnet18", "efficientnet_lite0", "digits"] {
@@ -86,7 +118,7 @@ fn every_curl_example_works_against_a_live_server() {
     let server = Server::ready(&[]);
     let names = run("bash", &["examples/curl.sh", "--list"], &server);
     let names: Vec<&str> = names.lines().collect();
-    assert!(names.len() >= 14, "{names:?}");
+    assert!(names.len() >= 21, "{names:?}");
     for name in names {
         let out = run("bash", &["examples/curl.sh", name], &server);
         check_curl_example(name, &out);
@@ -116,6 +148,27 @@ fn python_and_javascript_clients_work() {
         &server,
     );
     assert!(digit.starts_with("digit 7"), "{digit}");
+    let batch = run(
+        "python3",
+        &[
+            "examples/client.py",
+            "examples/images/cat.jpg",
+            "examples/images/digit.png",
+        ],
+        &server,
+    );
+    assert_eq!(batch.matches("== ").count(), 2, "{batch}");
+    assert!(batch.contains("cat"), "{batch}");
+    let batch = run(
+        "node",
+        &[
+            "examples/client.mjs",
+            "examples/images/cat.jpg",
+            "examples/images/digit.png",
+        ],
+        &server,
+    );
+    assert_eq!(batch.matches("== ").count(), 2, "{batch}");
     let tags = run(
         "node",
         &["examples/client.mjs", "examples/images/cat.jpg"],

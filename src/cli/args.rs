@@ -85,6 +85,14 @@ pub struct ServeArgs {
     /// default JPEG decoding, exact or fast [env TAGGER_DECODE, default exact]
     #[argh(option)]
     pub decode: Option<DecodeMode>,
+    /// most images in one request (multipart files, /v2 batch); 413 beyond [env
+    /// TAGGER_MAX_BATCH, default 32]
+    #[argh(option)]
+    pub max_batch: Option<usize>,
+    /// replace an embedded model with an ONNX file and the model.json next to it, NAME=PATH;
+    /// repeatable [env TAGGER_MODEL_FILES, comma-separated; default: every model embedded]
+    #[argh(option)]
+    pub model_file: Vec<String>,
 }
 
 #[derive(FromArgs, Debug)]
@@ -167,6 +175,10 @@ pub struct ModelsArgs {
     /// tagging model [env TAGGER_TAGS_MODEL]
     #[argh(option)]
     pub tags_model: Option<ModelName>,
+    /// a model file that replaces an embedded model, NAME=PATH; repeatable [env
+    /// TAGGER_MODEL_FILES, comma-separated; default: every model embedded]
+    #[argh(option)]
+    pub model_file: Vec<String>,
 }
 
 #[derive(FromArgs, Debug)]

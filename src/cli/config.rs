@@ -76,6 +76,12 @@ impl ServeArgs {
             drain: Duration::from_secs(setting(self.drain_secs, "TAGGER_DRAIN_SECS", 25)?),
             tags_model: tags_model(self.tags_model)?,
             decode: setting(self.decode, "TAGGER_DECODE", DecodeMode::default())?,
+            max_batch: at_least_one(
+                setting(self.max_batch, "TAGGER_MAX_BATCH", 32)?,
+                "max-batch",
+            )?,
+            model_files: crate::model_files::from_flags_or_env(&self.model_file)
+                .map_err(|e| CliError::Usage(e.to_string()))?,
         })
     }
 }
@@ -146,6 +152,8 @@ impl ModelsArgs {
         Ok(catalog::Config {
             json: self.json,
             tags_model: tags_model(self.tags_model)?,
+            model_files: crate::model_files::from_flags_or_env(&self.model_file)
+                .map_err(|e| CliError::Usage(e.to_string()))?,
         })
     }
 }

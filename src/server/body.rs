@@ -7,8 +7,6 @@
 //! runtime, so a slow client costs a socket, not a thread); what is done with the bytes
 //! ([`image_bytes`], multipart parsing) is a pure function over memory.
 
-use std::convert::Infallible;
-
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body;
@@ -32,6 +30,8 @@ pub(crate) struct BodyInfo<'a> {
     pub(crate) content_type: Option<&'a str>,
     /// `Content-Length`, if sent (`None` for chunked bodies).
     pub(crate) declared: Option<u64>,
+    /// `Inference-Header-Content-Length` (Open Inference Protocol binary data), if sent.
+    pub(crate) inference_header_length: Option<&'a str>,
 }
 
 /// Decides raw versus multipart from `Content-Type`; anything else is a 415.
@@ -65,14 +65,6 @@ pub(crate) fn check_declared_length(info: &BodyInfo<'_>, limit: u64) -> Result<(
     match info.declared {
         Some(length) if length > limit => Err(ServerError::PayloadTooLarge { limit }),
         _ => Ok(()),
-    }
-}
-
-/// The image in a body that was read whole: the body itself, or its multipart file part.
-pub(crate) fn image_bytes(body: Bytes, kind: &BodyKind) -> Result<Bytes, ServerError> {
-    match kind {
-        BodyKind::Raw => Ok(body),
-        BodyKind::Multipart(boundary) => multipart_image(body, boundary),
     }
 }
 
@@ -164,63 +156,12 @@ where
     }
 }
 
-/// The `image` part of a multipart body, else its first file part.
-pub(crate) fn multipart_image(body: Bytes, boundary: &str) -> Result<Bytes, ServerError> {
-    let bad = |e: multer::Error| ServerError::BadMultipart(format!("multipart body: {e}"));
-    let stream = futures_util::stream::once(async move { Ok::<_, Infallible>(body) });
-    let mut multipart = multer::Multipart::new(stream, boundary);
-    futures_executor::block_on(async {
-        let mut first_file: Option<Bytes> = None;
-        let mut names = Vec::new();
-        while let Some(field) = multipart.next_field().await.map_err(bad)? {
-            let name = field.name().map(str::to_string);
-            if name.as_deref() == Some("image") {
-                return field.bytes().await.map_err(bad);
-            }
-            let is_file = field.file_name().is_some();
-            names.push(name.unwrap_or_else(|| "(unnamed)".into()));
-            if is_file && first_file.is_none() {
-                first_file = Some(field.bytes().await.map_err(bad)?);
-            }
-        }
-        first_file.ok_or_else(|| {
-            ServerError::BadMultipart(format!(
-                "the multipart body has no field `image` and no file part (fields: {}); send \
-                 the image as a file field named `image`",
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ))
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::{Full, StreamBody};
     use hyper::body::Frame;
-
-    fn form(parts: &[(&str, Option<&str>, &[u8])]) -> Bytes {
-        let mut body = Vec::new();
-        for (name, file, data) in parts {
-            body.extend_from_slice(b"--XyZ\r\n");
-            let disposition = match file {
-                Some(f) => {
-                    format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\n")
-                }
-                None => format!("Content-Disposition: form-data; name=\"{name}\"\r\n"),
-            };
-            body.extend_from_slice(disposition.as_bytes());
-            body.extend_from_slice(b"\r\n");
-            body.extend_from_slice(data);
-            body.extend_from_slice(b"\r\n");
-        }
-        body.extend_from_slice(b"--XyZ--\r\n");
-        body.into()
-    }
+    use std::convert::Infallible;
 
     #[test]
     fn media_types() {
@@ -245,36 +186,12 @@ mod tests {
         let info = BodyInfo {
             content_type: None,
             declared: Some(10),
+            inference_header_length: None,
         };
         assert_eq!(kind(&info).unwrap(), BodyKind::Raw);
         assert_eq!(
             check_declared_length(&info, 9).unwrap_err().http_status(),
             413
-        );
-    }
-
-    #[test]
-    fn multipart_prefers_image_then_first_file() {
-        let body = form(&[
-            ("note", None, b"hi"),
-            ("other", Some("a.jpg"), b"AAA"),
-            ("image", Some("b.jpg"), b"BBB"),
-        ]);
-        assert_eq!(multipart_image(body, "XyZ").unwrap(), &b"BBB"[..]);
-        let body = form(&[
-            ("note", None, b"hi"),
-            ("x", Some("a.jpg"), b"AAA"),
-            ("y", Some("c.jpg"), b"CCC"),
-        ]);
-        assert_eq!(multipart_image(body, "XyZ").unwrap(), &b"AAA"[..]);
-        let body = form(&[("note", None, b"hi")]);
-        let e = multipart_image(body, "XyZ").unwrap_err();
-        assert!(e.to_string().contains("note"), "{e}");
-        assert_eq!(
-            multipart_image(Bytes::from_static(b"garbage"), "XyZ")
-                .unwrap_err()
-                .http_status(),
-            400
         );
     }
 

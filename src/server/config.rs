@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::image::DecodeMode;
+use crate::model_files::ModelFile;
 use crate::models::ModelName;
 
 /// The server's settings.
@@ -39,6 +40,10 @@ pub struct Config {
     pub tags_model: Option<ModelName>,
     /// Default JPEG decoding.
     pub decode: DecodeMode,
+    /// Most images in one request (multipart files, v2 batch); 413 beyond.
+    pub max_batch: usize,
+    /// Model files that replace embedded models, read and verified at start-up.
+    pub model_files: Vec<ModelFile>,
 }
 
 /// File descriptors kept for the process itself (listener, epoll, logs, the notify socket,

@@ -21,7 +21,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::body::{self, BodyInfo};
 use super::error::ServerError;
-use super::reply::{error_reply, Reply};
+use super::reply::{error_reply_for, Reply};
 use super::routes::{self, Endpoint};
 use super::state::State;
 use super::transport::ConnState;
@@ -163,6 +163,10 @@ async fn infer(
     let info = BodyInfo {
         content_type: text(headers, header::CONTENT_TYPE),
         declared,
+        inference_header_length: text(
+            headers,
+            header::HeaderName::from_static("inference-header-content-length"),
+        ),
     };
     let job = match routes::prepare(state, endpoint, query, &info) {
         Ok(job) => job,
@@ -266,7 +270,7 @@ fn finish(
     reply: Result<Reply, ServerError>,
     keep_alive: bool,
 ) -> Response<Full<Bytes>> {
-    let reply = reply.unwrap_or_else(|e| error_reply(&e));
+    let reply = reply.unwrap_or_else(|e| error_reply_for(&ctx.target, &e));
     let elapsed = ctx.start.elapsed();
     let status = reply.status;
     let length = reply.body.len();
@@ -313,6 +317,14 @@ fn response(reply: Reply, request_id: &str, keep_alive: bool) -> Response<Full<B
     }
     if !keep_alive {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    for (name, value) in &reply.headers {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
     }
     response
 }

@@ -19,6 +19,13 @@ pub(crate) enum ServerError {
         /// The configured limit in bytes.
         limit: u64,
     },
+    /// A request carries more images (multipart parts, v2 batch elements) than `--max-batch`.
+    TooManyImages {
+        /// Images in the request.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The request's content type is not one we accept for this route.
     UnsupportedMediaType(String),
     /// The whole body did not arrive within `--read-timeout-secs`.
@@ -55,7 +62,7 @@ impl ServerError {
             ServerError::NotFound(_) => 404,
             ServerError::MethodNotAllowed(_) => 405,
             ServerError::RequestTimeout { .. } => 408,
-            ServerError::PayloadTooLarge { .. } => 413,
+            ServerError::PayloadTooLarge { .. } | ServerError::TooManyImages { .. } => 413,
             ServerError::UnsupportedMediaType(_) => 415,
             ServerError::Panicked(_) => 500,
             ServerError::NotReady | ServerError::QueueFull | ServerError::Draining => 503,
@@ -69,6 +76,7 @@ impl ServerError {
             ServerError::NotFound(_) => "not_found",
             ServerError::MethodNotAllowed(_) => "method_not_allowed",
             ServerError::PayloadTooLarge { .. } => "payload_too_large",
+            ServerError::TooManyImages { .. } => "too_many_images",
             ServerError::UnsupportedMediaType(_) => "unsupported_media_type",
             ServerError::RequestTimeout { .. } => "request_timeout",
             ServerError::IncompleteBody(_) => "incomplete_body",
@@ -110,6 +118,11 @@ impl fmt::Display for ServerError {
             ServerError::PayloadTooLarge { limit } => {
                 write!(f, "the request body is over the limit of {limit} bytes")
             }
+            ServerError::TooManyImages { count, limit } => write!(
+                f,
+                "the request carries {count} images; the limit is {limit} per request \
+                 (--max-batch); split it into several requests"
+            ),
             ServerError::UnsupportedMediaType(ct) => write!(
                 f,
                 "unsupported Content-Type `{ct}`; send the image raw (image/* or \
@@ -157,6 +170,11 @@ mod tests {
                 ServerError::PayloadTooLarge { limit: 1 },
                 413,
                 "payload_too_large",
+            ),
+            (
+                ServerError::TooManyImages { count: 3, limit: 2 },
+                413,
+                "too_many_images",
             ),
             (ServerError::QueueFull, 503, "queue_full"),
             (ServerError::Draining, 503, "shutting_down"),

@@ -19,7 +19,7 @@ pub(crate) fn spawn_loader(state: Arc<State>, exec: Instant) {
                 tags_model: state.config.tags_model,
                 ..LoadOptions::default()
             };
-            match Models::load_embedded(&options) {
+            match Models::load_with_files(&options, &state.config.model_files) {
                 Ok(models) => {
                     log_models(&models);
                     let _ = state.models.set(models);
@@ -49,11 +49,12 @@ fn log_models(models: &Models) {
             Weights::StandIn => "STAND-IN",
         };
         log::info!(
-            "model {}: {:?} weights {}, onnx sha256 {}, source: {}",
+            "model {}: {:?} weights {}, onnx sha256 {}, from {}, source: {}",
             m.name,
             m.task,
             weights,
             m.onnx.sha256,
+            m.loaded_from.as_deref().unwrap_or("the binary (embedded)"),
             m.source
         );
         if m.weights == Weights::StandIn {

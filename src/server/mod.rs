@@ -9,26 +9,31 @@
 //! - The `worker` pool (`--workers` threads) decodes, preprocesses and runs inference, one
 //!   single-threaded tract plan per request: throughput comes from requests side by side.
 //! - [`routes`]: the route table and the handlers (state + query + body bytes -> [`reply`]);
-//!   nothing there knows the HTTP library.
+//!   nothing there knows the HTTP library. Beside `/v1`: [`v2`] (Open Inference Protocol),
+//!   [`multipart`] and [`batch`] (several images per request), [`page`] (`GET /`).
 //!
 //! Models load in the background after the socket is bound ([`loader`]): `/healthz` answers at
 //! once, `/readyz` turns 200 (and systemd gets `READY=1`) when they are loaded. On
 //! SIGTERM/SIGINT `/readyz` turns 503, the listener closes, admitted requests finish (up to
 //! `--drain-secs`), and the process exits 0.
 
+mod batch;
 mod body;
 mod config;
 mod dispatch;
 mod error;
 mod loader;
 mod metrics;
+mod multipart;
 mod notify;
 mod openapi;
+mod page;
 mod reply;
 mod routes;
 mod shutdown;
 mod state;
 mod transport;
+mod v2;
 
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,8 @@ pub(crate) struct Reply {
     pub(crate) retry_after: bool,
     /// Per-stage timings of an inference, for the metrics.
     pub(crate) stages: Option<(ModelName, Timing)>,
+    /// Route-specific headers (`Inference-Header-Content-Length`, `Content-Security-Policy`).
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -34,6 +36,7 @@ impl Reply {
             allow: None,
             retry_after: false,
             stages: None,
+            headers: Vec::new(),
         }
     }
 
@@ -53,9 +56,24 @@ impl Reply {
         self
     }
 
+    pub(crate) fn with_header(mut self, name: &'static str, value: String) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+
     pub(crate) fn retry_after(mut self) -> Reply {
         self.retry_after = true;
         self
+    }
+}
+
+/// The answer to an error in the shape of the route's protocol: `/v2` (Open Inference
+/// Protocol) errors are `{"error": "..."}`, every other route's as [`error_reply`].
+pub(crate) fn error_reply_for(target: &str, error: &ServerError) -> Reply {
+    if target == "/v2" || target.starts_with("/v2/") || target.starts_with("/v2?") {
+        super::v2::error_reply(error)
+    } else {
+        error_reply(error)
     }
 }
 

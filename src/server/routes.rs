@@ -7,14 +7,13 @@
 use std::str::FromStr;
 
 use bytes::Bytes;
-
 use serde_json::{json, Value};
 
 use super::body::{self, BodyInfo, BodyKind};
 use super::error::ServerError;
 use super::reply::Reply;
 use super::state::State;
-use super::{metrics, openapi};
+use super::{metrics, multipart, openapi, page, v2};
 use crate::digits::DigitMode;
 use crate::error::Error;
 use crate::image::{DecodeMode, DecodeOptions};
@@ -88,6 +87,57 @@ pub const ROUTES: &[RouteSpec] = &[
         methods: &["GET"],
         query: &[],
     },
+    RouteSpec {
+        path: "/",
+        methods: &["GET"],
+        query: &[],
+    },
+    // Open Inference Protocol (KServe v2); see `v2`.
+    RouteSpec {
+        path: "/v2",
+        methods: &["GET"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/v2/health/live",
+        methods: &["GET"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/v2/health/ready",
+        methods: &["GET"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/v2/models/{name}",
+        methods: &["GET"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/v2/models/{name}/versions/{version}",
+        methods: &["GET"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/v2/models/{name}/ready",
+        methods: &["GET"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/v2/models/{name}/versions/{version}/ready",
+        methods: &["GET"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/v2/models/{name}/infer",
+        methods: &["POST"],
+        query: &[],
+    },
+    RouteSpec {
+        path: "/v2/models/{name}/versions/{version}/infer",
+        methods: &["POST"],
+        query: &[],
+    },
 ];
 
 /// What a matched request asks for.
@@ -102,6 +152,15 @@ pub(crate) enum Endpoint {
     Readyz,
     Metrics,
     OpenApi,
+    /// `GET /`: the try-it page.
+    Page,
+    V2Server,
+    V2Live,
+    V2Ready,
+    /// `/v2/models/{name}[/versions/{version}]`.
+    V2Model(String, Option<String>),
+    V2ModelReady(String, Option<String>),
+    V2Infer(String, Option<String>),
 }
 
 impl Endpoint {
@@ -109,7 +168,7 @@ impl Endpoint {
     pub(crate) fn is_inference(&self) -> bool {
         matches!(
             self,
-            Endpoint::Tags | Endpoint::Digits | Endpoint::Predict(_)
+            Endpoint::Tags | Endpoint::Digits | Endpoint::Predict(_) | Endpoint::V2Infer(..)
         )
     }
 }
@@ -125,16 +184,18 @@ pub(crate) fn method_name(method: &str) -> &'static str {
         .unwrap_or("OTHER")
 }
 
-/// Matches `path` against a template; `Some(capture)` on a match.
-fn matches(template: &str, path: &str) -> Option<Option<String>> {
-    let mut capture = None;
+/// Matches `path` against a template; `Some(captures)` (one per `{...}`) on a match.
+fn matches(template: &str, path: &str) -> Option<Vec<String>> {
+    let mut captures = Vec::new();
     let mut t = template.split('/');
     let mut p = path.split('/');
     loop {
         match (t.next(), p.next()) {
-            (None, None) => return Some(capture),
-            (Some("{name}"), Some(segment)) if !segment.is_empty() => {
-                capture = Some(percent_decode(segment).ok()?);
+            (None, None) => return Some(captures),
+            (Some(var), Some(segment))
+                if var.starts_with('{') && var.ends_with('}') && !segment.is_empty() =>
+            {
+                captures.push(percent_decode(segment).ok()?);
             }
             (Some(a), Some(b)) if a == b => {}
             _ => return None,
@@ -146,7 +207,7 @@ fn matches(template: &str, path: &str) -> Option<Option<String>> {
 /// The template comes back in both cases (`unmatched` for a 404), for the metrics.
 pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoint, ServerError>) {
     for spec in ROUTES {
-        let Some(capture) = matches(spec.path, path) else {
+        let Some(mut captures) = matches(spec.path, path) else {
             continue;
         };
         let get = spec.methods.contains(&"GET");
@@ -155,7 +216,8 @@ pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoin
             let allow = if get { "GET, HEAD" } else { "POST" };
             return (spec.path, Err(ServerError::MethodNotAllowed(allow)));
         }
-        let name = capture.unwrap_or_default();
+        let version = (captures.len() > 1).then(|| captures.remove(1));
+        let name = captures.into_iter().next().unwrap_or_default();
         let endpoint = match spec.path {
             "/v1/tags" => Endpoint::Tags,
             "/v1/digits" => Endpoint::Digits,
@@ -166,6 +228,19 @@ pub(crate) fn resolve(method: &str, path: &str) -> (&'static str, Result<Endpoin
             "/readyz" => Endpoint::Readyz,
             "/metrics" => Endpoint::Metrics,
             "/openapi.json" => Endpoint::OpenApi,
+            "/" => Endpoint::Page,
+            "/v2" => Endpoint::V2Server,
+            "/v2/health/live" => Endpoint::V2Live,
+            "/v2/health/ready" => Endpoint::V2Ready,
+            "/v2/models/{name}" | "/v2/models/{name}/versions/{version}" => {
+                Endpoint::V2Model(name, version)
+            }
+            "/v2/models/{name}/ready" | "/v2/models/{name}/versions/{version}/ready" => {
+                Endpoint::V2ModelReady(name, version)
+            }
+            "/v2/models/{name}/infer" | "/v2/models/{name}/versions/{version}/infer" => {
+                Endpoint::V2Infer(name, version)
+            }
             other => unreachable!("route {other} has no endpoint"),
         };
         return (spec.path, Ok(endpoint));
@@ -269,13 +344,23 @@ pub(crate) enum Work {
         mode: DigitMode,
         decode: DecodeOptions,
     },
+    /// Open Inference Protocol inference.
+    V2 {
+        model: ModelName,
+        /// `Inference-Header-Content-Length` (binary tensor data extension).
+        header_length: Option<usize>,
+        limits: v2::InferLimits,
+    },
 }
 
 /// An admitted inference request: what to run and how to read the body.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) work: Work,
+    /// Raw, or multipart (which may carry several images).
     pub(crate) body: BodyKind,
+    /// Most images in one request.
+    pub(crate) max_batch: usize,
 }
 
 fn decode_options(state: &State, query: &Query) -> Result<DecodeOptions, Error> {
@@ -363,26 +448,83 @@ pub(crate) fn prepare(
                 }
             }
         }
+        Endpoint::V2Infer(name, version) => {
+            query.only(&[], "/v2/models/{name}/infer")?;
+            let model = v2::model(models, name, version.as_deref())?.name();
+            let header_length = inference_header_length(body.inference_header_length)?;
+            Work::V2 {
+                model,
+                header_length,
+                limits: v2::InferLimits {
+                    decode: decode_options(state, &query)?,
+                    max_batch: state.config.max_batch,
+                },
+            }
+        }
         other => unreachable!("{other:?} is not an inference route"),
     };
-    let kind = body::kind(body)?;
     body::check_declared_length(body, state.config.max_body_bytes)?;
-    Ok(Job { work, body: kind })
+    // A v2 body is JSON (or JSON and binary tensors) whatever its Content-Type says.
+    let kind = match &work {
+        Work::V2 { .. } => BodyKind::Raw,
+        _ => body::kind(body)?,
+    };
+    Ok(Job {
+        work,
+        body: kind,
+        max_batch: state.config.max_batch,
+    })
+}
+
+/// `Inference-Header-Content-Length`, the JSON part's length in a binary-data v2 request.
+fn inference_header_length(value: Option<&str>) -> Result<Option<usize>, Error> {
+    value
+        .map(|v| {
+            v.trim().parse().map_err(|_| {
+                Error::bad_parameter(
+                    "Inference-Header-Content-Length",
+                    format!("`{v}` is not a byte count"),
+                )
+            })
+        })
+        .transpose()
 }
 
 /// Runs the model over the whole request body (on a worker thread).
 pub(crate) fn infer(state: &State, job: &Job, body: Bytes) -> Result<Reply, ServerError> {
     let models: &Models = state.models.get().ok_or(ServerError::NotReady)?;
-    let image = body::image_bytes(body, &job.body)?;
-    match &job.work {
+    let bytes = &body[..];
+    if let Work::V2 {
+        model,
+        header_length,
+        limits,
+    } = &job.work
+    {
+        return v2::infer(models.get(*model)?, *header_length, bytes, *limits);
+    }
+    if let BodyKind::Multipart(boundary) = &job.body {
+        let mut images = multipart::images(body.clone(), boundary)?;
+        if images.len() > 1 {
+            return super::batch::answer(models, &job.work, &images, job.max_batch);
+        }
+        let image = images.remove(0);
+        return infer_one(models, &job.work, &image.bytes);
+    }
+    infer_one(models, &job.work, bytes)
+}
+
+/// Runs the model on one image.
+pub(crate) fn infer_one(models: &Models, work: &Work, bytes: &[u8]) -> Result<Reply, ServerError> {
+    match work {
         Work::Tags { model, options } => {
-            let answer = pipeline::classify(models, *model, &image, options)?;
+            let answer = pipeline::classify(models, *model, bytes, options)?;
             Ok(Reply::json(200, &answer).with_stages(answer.model, answer.timing_ms))
         }
         Work::Digits { mode, decode } => {
-            let answer = pipeline::read_digit(models, &image, *mode, decode)?;
+            let answer = pipeline::read_digit(models, bytes, *mode, decode)?;
             Ok(Reply::json(200, &answer).with_stages(answer.model, answer.timing_ms))
         }
+        Work::V2 { .. } => unreachable!("v2 inference is answered by v2::infer"),
     }
 }
 
@@ -420,6 +562,29 @@ pub(crate) fn cheap(
             metrics::render(state).into_bytes(),
         )),
         Endpoint::OpenApi => Ok(Reply::raw_json(200, openapi::document(state))),
+        Endpoint::Page => Ok(page::index()),
+        Endpoint::V2Server => Ok(v2::server_metadata()),
+        Endpoint::V2Live => Ok(v2::health(true)),
+        Endpoint::V2Ready => Ok(v2::health(state.ready())),
+        Endpoint::V2Model(name, version) => {
+            let models = state.models.get().ok_or(ServerError::NotReady)?;
+            Ok(v2::model_metadata(v2::model(
+                models,
+                name,
+                version.as_deref(),
+            )?))
+        }
+        Endpoint::V2ModelReady(name, version) => {
+            // An unknown model is a 404 even while loading.
+            ModelName::from_str(name)?;
+            match state.models.get() {
+                Some(models) => {
+                    v2::model(models, name, version.as_deref())?;
+                    Ok(v2::health(state.ready()))
+                }
+                None => Ok(v2::health(false)),
+            }
+        }
         Endpoint::Models => {
             let models = state.models.get().ok_or(ServerError::NotReady)?;
             let list: Vec<Value> = models.all().iter().map(|m| model_json(models, m)).collect();
@@ -463,6 +628,10 @@ pub(crate) fn model_json(models: &Models, model: &Model) -> Value {
             json!(name == models.default_tags()),
         );
         map.insert("label_count".into(), json!(label_count));
+        map.insert(
+            "loaded_from".into(),
+            json!(model.manifest.loaded_from.as_deref().unwrap_or("embedded")),
+        );
         map.insert("input_shape".into(), json!(model.input_shape()));
         map.insert("routes".into(), json!(routes));
         if model.manifest.weights == Weights::StandIn {
@@ -492,7 +661,24 @@ mod tests {
         assert_eq!(e, ServerError::MethodNotAllowed("GET, HEAD"));
         assert_eq!(method_name("PATCH"), "PATCH");
         assert_eq!(method_name("BREW"), "OTHER");
-        for path in ["/v1/models/", "/nope", "/v1/tags/x", "/"] {
+        assert_eq!(resolve("GET", "/").1.unwrap(), Endpoint::Page);
+        let (route, endpoint) = resolve("POST", "/v2/models/digits/versions/1/infer");
+        assert_eq!(route, "/v2/models/{name}/versions/{version}/infer");
+        assert_eq!(
+            endpoint.unwrap(),
+            Endpoint::V2Infer("digits".into(), Some("1".into()))
+        );
+        assert_eq!(
+            resolve("GET", "/v2/models/resnet18").1.unwrap(),
+            Endpoint::V2Model("resnet18".into(), None)
+        );
+        for path in [
+            "/v1/models/",
+            "/nope",
+            "/v1/tags/x",
+            "//",
+            "/v2/models//ready",
+        ] {
             let (route, e) = resolve("GET", path);
             assert_eq!(
                 (route, e.unwrap_err().http_status()),

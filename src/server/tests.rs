@@ -61,6 +61,8 @@ fn test_config() -> Config {
         drain: Duration::from_secs(5),
         tags_model: None,
         decode: DecodeMode::Exact,
+        max_batch: 32,
+        model_files: Vec::new(),
     }
 }
 
