@@ -1,8 +1,9 @@
 //! The error type of the library and the CLI (the server adds its own HTTP-only errors in
 //! `server::error`).
 //!
-//! Every variant knows the HTTP status and the stable machine-readable `code` a client receives,
-//! so the server never has to guess how to answer and the batch CLI reports the same codes.
+//! Every variant has a stable machine-readable `code`, which the server's answers and the batch
+//! CLI's records both carry. Which HTTP status each variant gets is the server's business
+//! (`server::error`): the core says what went wrong with the image or the model, nothing more.
 
 use std::fmt;
 
@@ -48,18 +49,6 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// The HTTP status this error is answered with.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Error::EmptyImage | Error::Undecodable(_) | Error::BadParameter { .. } => 400,
-            Error::WrongTask { .. } => 400,
-            Error::UnknownModel(_) => 404,
-            Error::UnsupportedFormat(_) => 415,
-            Error::ImageTooLarge { .. } => 422,
-            Error::Internal(_) => 500,
-        }
-    }
-
     /// A stable, machine-readable code (documented in the README and the OpenAPI document).
     pub fn code(&self) -> &'static str {
         match self {

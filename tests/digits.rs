@@ -3,8 +3,10 @@
 //! tuning; only the held-out half is measured here).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
+
+mod common;
 
 use serde_json::Value;
 use tagger::digits::{self, grid, DigitMode, DigitPath};
@@ -15,7 +17,7 @@ use tagger::pipeline::read_digit;
 use tagger::{LoadOptions, ModelName, Models};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/digits")
+    common::fixtures::path("digits")
 }
 
 fn models() -> &'static Models {

@@ -47,6 +47,20 @@ pub(crate) enum ServerError {
     Panicked(String),
 }
 
+/// The status a core error is answered with: the client's fault (4xx) for everything about the
+/// image, the parameters or the model asked for; 500 only for a bug or an engine failure.
+pub(crate) fn core_status(error: &crate::Error) -> u16 {
+    use crate::Error;
+    match error {
+        Error::EmptyImage | Error::Undecodable(_) | Error::BadParameter { .. } => 400,
+        Error::WrongTask { .. } => 400,
+        Error::UnknownModel(_) => 404,
+        Error::UnsupportedFormat(_) => 415,
+        Error::ImageTooLarge { .. } => 422,
+        Error::Internal(_) => 500,
+    }
+}
+
 impl From<crate::Error> for ServerError {
     fn from(e: crate::Error) -> Self {
         ServerError::Core(e)
@@ -57,7 +71,7 @@ impl ServerError {
     /// The HTTP status this error is answered with.
     pub(crate) fn http_status(&self) -> u16 {
         match self {
-            ServerError::Core(e) => e.http_status(),
+            ServerError::Core(e) => core_status(e),
             ServerError::IncompleteBody(_) | ServerError::BadMultipart(_) => 400,
             ServerError::NotFound(_) => 404,
             ServerError::MethodNotAllowed(_) => 405,
