@@ -19,7 +19,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::planes::{Job, PlaneSetup};
-use super::{Clip, Geometry, Isa};
+use super::{eval_f32, Clip, Geometry, Isa};
 
 /// Output channels per weight block (the AVX-512 kernel's register rows).
 pub(crate) const MR: usize = 8;
@@ -221,23 +221,9 @@ impl EvalOp for FastConv {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
         let (input_shape, output_shape) = self.shapes();
-        ensure!(
-            x.datum_type() == f32::datum_type(),
-            "FastConv runs f32 only"
-        );
-        ensure!(
-            x.shape() == &*input_shape,
-            "FastConv expected {input_shape:?}, got {:?}",
-            x.shape()
-        );
-        let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&output_shape)? };
-        {
-            let mut view = output.try_as_plain_ram_mut()?;
-            let out = view.as_slice_mut::<f32>()?;
-            conv_threaded(self, x, Isa::detect(), out)?;
-        }
-        Ok(tvec!(output.into_tvalue()))
+        eval_f32("FastConv", &x, &input_shape, &output_shape, |x, out| {
+            conv_threaded(self, x, Isa::detect(), out)
+        })
     }
 }
 

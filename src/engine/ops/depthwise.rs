@@ -10,7 +10,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::planes::depthwise_planes;
-use super::{supported_taps, Clip, Geometry, Isa};
+use super::{eval_f32, supported_taps, Clip, Geometry, Isa};
 
 /// tract op: depthwise convolution of an f32 CHW (`rank == 3`) or NCHW (`rank == 4`) tensor.
 ///
@@ -104,30 +104,20 @@ impl EvalOp for FastDepthwise {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (x, kernel, bias) = args_3!(inputs);
-        ensure!(
-            x.datum_type() == f32::datum_type(),
-            "FastDepthwise runs f32 only"
-        );
-        ensure!(
-            x.shape() == &*self.input_shape(),
-            "FastDepthwise expected {:?}, got {:?}",
-            self.input_shape(),
-            x.shape()
-        );
         let g = &self.geo;
-        let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
         let kernel = kernel.cast_to::<f32>()?;
         let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
         let bias = bias.cast_to::<f32>()?;
         let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
         ensure!(kernel.len() == g.c * g.taps() && bias.len() == g.c);
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&self.output_shape())? };
-        {
-            let mut view = output.try_as_plain_ram_mut()?;
-            let out = view.as_slice_mut::<f32>()?;
-            depthwise_threaded(g, x, kernel, bias, self.clip, Isa::detect(), out)?;
-        }
-        Ok(tvec!(output.into_tvalue()))
+        let (input_shape, output_shape) = (self.input_shape(), self.output_shape());
+        eval_f32(
+            "FastDepthwise",
+            &x,
+            &input_shape,
+            &output_shape,
+            |x, out| depthwise_threaded(g, x, kernel, bias, self.clip, Isa::detect(), out),
+        )
     }
 }
 

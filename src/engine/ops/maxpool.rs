@@ -5,7 +5,7 @@ use tract_onnx::tract_core::internal::*;
 
 use super::depthwise::FastDepthwise;
 use super::planes::{run_planes, Reduce};
-use super::{supported_taps, Geometry, Isa};
+use super::{eval_f32, supported_taps, Geometry, Isa};
 
 /// tract op: max pooling of an f32 CHW (`rank == 3`) or NCHW (`rank == 4`) tensor, the same
 /// plane loop as [`FastDepthwise`] with `max` for the sum and -inf for the padding.
@@ -66,20 +66,7 @@ impl EvalOp for FastMaxPool {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
         let (input_shape, output_shape) = self.shapes();
-        ensure!(
-            x.datum_type() == f32::datum_type(),
-            "FastMaxPool runs f32 only"
-        );
-        ensure!(
-            x.shape() == &*input_shape,
-            "FastMaxPool expected {input_shape:?}, got {:?}",
-            x.shape()
-        );
-        let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut output = unsafe { Tensor::uninitialized::<f32>(&output_shape)? };
-        {
-            let mut view = output.try_as_plain_ram_mut()?;
-            let out = view.as_slice_mut::<f32>()?;
+        eval_f32("FastMaxPool", &x, &input_shape, &output_shape, |x, out| {
             let g = &self.geo;
             let plane = g.oh() * g.ow();
             let work = out.len() * g.taps();
@@ -88,9 +75,8 @@ impl EvalOp for FastMaxPool {
                 let planes = first..first + chunk.len() / plane;
                 run_planes(Reduce::Max, g, x, &[], &[], None, isa, planes, chunk);
                 Ok(())
-            })?;
-        }
-        Ok(tvec!(output.into_tvalue()))
+            })
+        })
     }
 }
 

@@ -23,6 +23,9 @@ pub(crate) mod testing;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 
+use tract_onnx::prelude::{tvec, Datum, TValue, TVec, Tensor, TractResult};
+use tract_onnx::tract_core::internal::{ensure, IntoTValue};
+
 pub use conv::FastConv;
 pub use depthwise::{depthwise, FastDepthwise};
 pub use maxpool::{maxpool, FastMaxPool};
@@ -206,4 +209,31 @@ impl fmt::Debug for Clip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "clip({}, {})", self.lo(), self.hi())
     }
+}
+
+/// What every op's `eval` does around its kernel: checks that the input is f32 and has the shape
+/// the op was built for, then lets `kernel(input, output)` fill a fresh f32 tensor of
+/// `output_shape`.
+pub(crate) fn eval_f32(
+    op: &str,
+    x: &TValue,
+    input_shape: &[usize],
+    output_shape: &[usize],
+    kernel: impl FnOnce(&[f32], &mut [f32]) -> TractResult<()>,
+) -> TractResult<TVec<TValue>> {
+    ensure!(x.datum_type() == f32::datum_type(), "{op} runs f32 only");
+    ensure!(
+        x.shape() == input_shape,
+        "{op} expected {input_shape:?}, got {:?}",
+        x.shape()
+    );
+    let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
+    // SAFETY: `kernel` writes every element before the tensor is read (each op's kernel covers
+    // its whole output, as its tests against tract's own op check).
+    let mut output = unsafe { Tensor::uninitialized::<f32>(output_shape)? };
+    {
+        let mut view = output.try_as_plain_ram_mut()?;
+        kernel(x, view.as_slice_mut::<f32>()?)?;
+    }
+    Ok(tvec!(output.into_tvalue()))
 }
