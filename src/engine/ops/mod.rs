@@ -17,6 +17,7 @@ use std::fmt;
 pub mod conv;
 pub mod depthwise;
 pub mod maxpool;
+pub mod winograd;
 pub(crate) mod planes;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -29,6 +30,7 @@ use tract_onnx::tract_core::internal::{ensure, IntoTValue};
 pub use conv::FastConv;
 pub use depthwise::{depthwise, FastDepthwise};
 pub use maxpool::{maxpool, FastMaxPool};
+pub use winograd::{winograd, FastWinograd, Tile};
 
 /// Where a depthwise convolution reads and writes: one spatial 2-D convolution per channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,0 +1,93 @@
+//! Per-layer timing of ResNet18's 3x3 stride-1 convolution shapes: the direct dense convolution
+//! ([`FastConv`]) against Winograd F(2x2) and F(4x4) ([`FastWinograd`], products on register
+//! blocks or on channels in the lanes), thread CPU time, median of `--runs` (default 30), one
+//! thread. What `rewrite`'s choice of tile per layer rests on.
+//!
+//! ```text
+//! cargo run --release --example winograd_bench -- [--runs N]
+//! ```
+
+use tagger::engine::ops::conv::dense;
+use tagger::engine::ops::{winograd, FastConv, FastWinograd, Geometry, Isa, Tile};
+
+fn cpu_now() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Safety: a plain syscall writing into `t`.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
+}
+
+fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let mut v: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = cpu_now();
+            f();
+            cpu_now() - t
+        })
+        .collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[runs / 2]
+}
+
+fn main() {
+    let mut runs = 30;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => runs = it.next().unwrap().parse().unwrap(),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let isa = Isa::detect();
+    println!("# ResNet18 3x3 stride-1 layers, ms per call (thread CPU time, median of {runs}, {isa:?})\n");
+    println!("| cin=cout @ hw | direct | F2 blocks | F2 lanes | F4 blocks | F4 lanes |");
+    println!("|---|---|---|---|---|---|");
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move |n: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    };
+    for (c, hw) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
+        let g = Geometry {
+            n: 1,
+            c,
+            h: hw,
+            w: hw,
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            pad_top: 1,
+            pad_left: 1,
+            pad_bottom: 1,
+            pad_right: 1,
+        };
+        let x = rand(c * hw * hw, 1.0);
+        let k = rand(c * c * 9, 0.05);
+        let b = rand(c, 0.1);
+        let mut out = vec![0f32; c * hw * hw];
+        let direct = FastConv::new(g, c, 4, &k, &b).unwrap();
+        let t_direct = median_ms(runs, || dense(&direct, &x, isa, &mut out));
+        let mut row = format!("| {c} @ {hw}x{hw} | {t_direct:.3} |");
+        for tile in [Tile::F2, Tile::F4] {
+            for lanes in [false, true] {
+                let op = FastWinograd::with_packing(g, c, 4, tile, &k, &b, lanes).unwrap();
+                let t = median_ms(runs, || winograd(&op, &x, isa, &mut out));
+                row += &format!(" {t:.3} ({:.2}x) |", t / t_direct);
+            }
+        }
+        println!("{row}");
+    }
+}

@@ -1,0 +1,169 @@
+//! [`FastWinograd`] against the definition of a dense convolution in f64, on every instruction
+//! set and both packings of the products (its whole-graph test against tract's `Conv` is in
+//! the rewrite's tests).
+
+use super::*;
+use crate::engine::ops::testing::Rng;
+
+/// Dense convolution straight from the definition, in f64 (NCHW, OIHW).
+fn reference(
+    g: &Geometry,
+    cout: usize,
+    x: &[f32],
+    k: &[f32],
+    b: &[f32],
+    clip: Option<Clip>,
+) -> Vec<f64> {
+    let (oh, ow) = (g.oh(), g.ow());
+    let mut out = Vec::with_capacity(g.n * cout * oh * ow);
+    for n in 0..g.n {
+        for co in 0..cout {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = b[co] as f64;
+                    for ci in 0..g.c {
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let iy = (oy + ky) as isize - g.pad_top as isize;
+                                let ix = (ox + kx) as isize - g.pad_left as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let v = x[((n * g.c + ci) * g.h + iy as usize) * g.w + ix as usize];
+                                let w = k[((co * g.c + ci) * g.kh + ky) * g.kw + kx];
+                                acc += v as f64 * w as f64;
+                            }
+                        }
+                    }
+                    if let Some(c) = clip {
+                        acc = acc.max(c.lo() as f64).min(c.hi() as f64);
+                    }
+                    out.push(acc);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The largest error of the op on every ISA and packing, relative to the largest magnitude
+/// of the terms of each output's sum (what f32 rounding scales with).
+fn max_error(g: Geometry, cout: usize, tile: Tile, clip: Option<Clip>, rng: &mut Rng) -> f64 {
+    let x = rng.uniforms(-1.0, 1.0, g.n * g.c * g.h * g.w);
+    // Filters of ResNet-like scale: sum of |w| over one output around 1..3.
+    let scale = 1.0 / (g.c as f32 * 9.0).sqrt();
+    let k = rng.uniforms(-scale, scale, cout * g.c * 9);
+    let b = rng.uniforms(-0.5, 0.5, cout);
+    let want = reference(&g, cout, &x, &k, &b, clip);
+    let mut worst = 0f64;
+    for lanes in [false, true] {
+        let mut op = FastWinograd::with_packing(g, cout, 4, tile, &k, &b, lanes).unwrap();
+        op.clip = clip;
+        for isa in Isa::available() {
+            let mut out = vec![f32::NAN; want.len()];
+            winograd(&op, &x, isa, &mut out);
+            for (i, (&o, &w)) in out.iter().zip(&want).enumerate() {
+                let e = (o as f64 - w).abs();
+                assert!(
+                    e.is_finite(),
+                    "{tile:?} {isa:?} lanes {lanes} {g:?} -> {cout} at {i}: {o} vs {w}"
+                );
+                worst = worst.max(e);
+            }
+        }
+    }
+    worst
+}
+
+fn random_geometry(rng: &mut Rng) -> Geometry {
+    loop {
+        let pad = |rng: &mut Rng| rng.below(3);
+        let g = Geometry {
+            n: 1 + rng.below(2),
+            c: 1 + rng.below(20),
+            h: 1 + rng.below(17),
+            w: 1 + rng.below(17),
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            pad_top: pad(rng),
+            pad_left: pad(rng),
+            pad_bottom: pad(rng),
+            pad_right: pad(rng),
+        };
+        if g.is_valid() {
+            return g;
+        }
+    }
+}
+
+#[test]
+fn matches_the_definition_on_random_shapes() {
+    let mut rng = Rng::new(0x3a3b_3c3d);
+    for case in 0..60 {
+        let g = random_geometry(&mut rng);
+        let cout = 1 + rng.below(40);
+        let tile = if case % 2 == 0 { Tile::F2 } else { Tile::F4 };
+        let clip = match rng.below(3) {
+            0 => None,
+            1 => Some(Clip::new(0.0, f32::INFINITY)),
+            _ => Some(Clip::new(0.0, 6.0)),
+        };
+        let e = max_error(g, cout, tile, clip, &mut rng);
+        assert!(e < 1e-5, "{tile:?} {g:?} -> {cout}: error {e:e}");
+    }
+}
+
+/// ResNet18's four 3x3 stride-1 shapes (pad 1), and the error each tile makes there; the F4
+/// bound is what the parity suite's 1e-4 on the logits leaves room for.
+#[test]
+fn resnet18_shapes_stay_accurate() {
+    let mut rng = Rng::new(18);
+    for (c, hw) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
+        let g = Geometry {
+            n: 1,
+            c,
+            h: hw,
+            w: hw,
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            pad_top: 1,
+            pad_left: 1,
+            pad_bottom: 1,
+            pad_right: 1,
+        };
+        for (tile, bound) in [(Tile::F2, 2e-6), (Tile::F4, 5e-5)] {
+            let e = max_error(g, c, tile, Some(Clip::new(0.0, f32::INFINITY)), &mut rng);
+            eprintln!("{c}x{hw}x{hw} {tile:?}: max error {e:.2e}");
+            assert!(e < bound, "{tile:?} {c}@{hw}: error {e:e}");
+        }
+    }
+}
+
+#[test]
+fn pad_zero_and_tiny_planes() {
+    let mut rng = Rng::new(7);
+    for (h, w, pads) in [(3, 3, [0; 4]), (4, 9, [0; 4]), (1, 1, [1; 4]), (2, 5, [2, 0, 1, 2])] {
+        let g = Geometry {
+            n: 1,
+            c: 3,
+            h,
+            w,
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            pad_top: pads[0],
+            pad_left: pads[1],
+            pad_bottom: pads[2],
+            pad_right: pads[3],
+        };
+        for tile in [Tile::F2, Tile::F4] {
+            let e = max_error(g, 9, tile, None, &mut rng);
+            assert!(e < 1e-5, "{tile:?} {g:?}: error {e:e}");
+        }
+    }
+}
