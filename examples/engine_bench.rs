@@ -121,7 +121,16 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn load(onnx: &[u8], rewrite: bool, threads: usize) -> TractEngine {
-    TractEngine::load_with(onnx, &SHAPE, &EngineOptions { threads, rewrite }).unwrap()
+    TractEngine::load_with(
+        onnx,
+        &SHAPE,
+        &EngineOptions {
+            threads,
+            rewrite,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap()
 }
 
 /// onnxruntime in a Python child, driven one run at a time so that its runs interleave with
@@ -452,8 +461,9 @@ fn profiles(a: &Args, x: &[f32]) {
         let before = profile(&plain, x, runs);
         let after = profile(&ours, x, runs);
         println!(
-            "## Per-op profile, {name} (ms per run, mean of {runs} runs, 1 thread; rewrite: {} dense conv, {} depthwise ({} Pad folded), {} max-pool replaced, {} ReLU/ReLU6 fused, {} convolutions left to tract)",
-            typed_report.dense,
+            "## Per-op profile, {name} (ms per run, mean of {runs} runs, 1 thread; rewrite: {} dense conv ({} of them Winograd), {} depthwise ({} Pad folded), {} max-pool replaced, {} ReLU/ReLU6 fused, {} convolutions left to tract)",
+            typed_report.dense + typed_report.winograd,
+            typed_report.winograd,
             typed_report.depthwise,
             typed_report.folded_pads,
             report.maxpools,

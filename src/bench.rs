@@ -90,7 +90,15 @@ pub fn run(config: &Config) -> Result<()> {
     // TAGGER_ENGINE_REWRITE=0 benchmarks tract's own graph, as it does for the server.
     let rewrite = LoadOptions::default().engine_rewrite;
     let load = |onnx: &[u8], shape: &[usize], threads: usize| {
-        TractEngine::load_with(onnx, shape, &EngineOptions { threads, rewrite })
+        TractEngine::load_with(
+            onnx,
+            shape,
+            &EngineOptions {
+                threads,
+                rewrite,
+                ..EngineOptions::default()
+            },
+        )
     };
 
     for name in ModelName::ALL {
@@ -100,6 +108,7 @@ pub fn run(config: &Config) -> Result<()> {
             &EngineOptions {
                 threads: 1,
                 rewrite,
+                ..EngineOptions::default()
             },
         )?;
         figures.push(Figure {

@@ -320,6 +320,7 @@ impl Models {
         let engine = EngineOptions {
             threads: options.threads_per_inference.max(1),
             rewrite: options.engine_rewrite,
+            ..EngineOptions::default()
         };
         let models: Vec<Result<Model>> = std::thread::scope(|scope| {
             let handles: Vec<_> = ModelName::ALL

@@ -3,7 +3,7 @@
 mod common;
 
 use common::rng::Rng;
-use tagger::engine::ops::{FastConv, FastDepthwise, FastMaxPool};
+use tagger::engine::ops::{FastConv, FastDepthwise, FastMaxPool, FastWinograd};
 use tagger::engine::rewrite::{rewrite_optimized, rewrite_typed};
 use tagger::models::{embedded_manifest, embedded_onnx};
 use tract_onnx::prelude::*;
@@ -42,8 +42,9 @@ fn count<O: Op>(model: &TypedModel) -> usize {
     model.nodes.iter().filter(|n| n.op_is::<O>()).count()
 }
 
-/// Our graph (the engine's steps) against tract's: logits, and how many nodes run our ops.
-fn same_logits(name: &str, shape: &[usize]) -> (usize, usize, usize) {
+/// Our graph (the engine's steps) against tract's: logits, and how many nodes run our ops
+/// (direct dense, Winograd, depthwise, max-pool).
+fn same_logits(name: &str, shape: &[usize]) -> (usize, usize, usize, usize) {
     let typed = typed(name, shape);
     let plain = typed.clone().into_optimized().unwrap();
     let mut ours = typed;
@@ -61,6 +62,7 @@ fn same_logits(name: &str, shape: &[usize]) -> (usize, usize, usize) {
     assert!(diff < 1e-4, "{name} {shape:?}: max |diff| {diff}");
     (
         count::<FastConv>(&ours),
+        count::<FastWinograd>(&ours),
         count::<FastDepthwise>(&ours),
         count::<FastMaxPool>(&ours),
     )
@@ -71,7 +73,7 @@ fn efficientnet_lite0_runs_every_convolution_on_our_ops() {
     // Stem, 15 expand, 16 project and the head convolution; 16 depthwise.
     assert_eq!(
         same_logits("efficientnet_lite0", &[1, 3, 224, 224]),
-        (33, 16, 0)
+        (33, 0, 16, 0)
     );
 }
 
@@ -79,14 +81,16 @@ fn efficientnet_lite0_runs_every_convolution_on_our_ops() {
 fn efficientnet_lite0_batch_2_stays_correct() {
     assert_eq!(
         same_logits("efficientnet_lite0", &[2, 3, 224, 224]),
-        (33, 16, 0)
+        (33, 0, 16, 0)
     );
 }
 
 #[test]
 fn resnet18_runs_its_convolutions_and_max_pool_on_our_ops() {
-    assert_eq!(same_logits("resnet18", &[1, 3, 224, 224]), (20, 0, 1));
-    assert_eq!(same_logits("resnet18", &[2, 3, 224, 224]), (20, 0, 1));
+    // 13 of the 20 convolutions are 3x3 stride 1 with 64 channels or more: Winograd; the stem,
+    // three 3x3 stride-2 and three 1x1 downsampling convolutions stay direct.
+    assert_eq!(same_logits("resnet18", &[1, 3, 224, 224]), (7, 13, 0, 1));
+    assert_eq!(same_logits("resnet18", &[2, 3, 224, 224]), (7, 13, 0, 1));
 }
 
 #[test]

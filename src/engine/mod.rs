@@ -30,6 +30,10 @@ pub struct EngineOptions {
     /// Run convolutions and max-pools on our ops ([`rewrite`]); `false` keeps tract's graph
     /// untouched (for comparisons).
     pub rewrite: bool,
+    /// With `rewrite`, run the 3x3 stride-1 convolutions that gain from it by Winograd's
+    /// algorithm ([`ops::FastWinograd`]); `false` keeps them on the direct [`ops::FastConv`]
+    /// (for comparisons).
+    pub winograd: bool,
 }
 
 impl Default for EngineOptions {
@@ -37,6 +41,7 @@ impl Default for EngineOptions {
         EngineOptions {
             threads: 1,
             rewrite: true,
+            winograd: true,
         }
     }
 }

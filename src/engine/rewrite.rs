@@ -21,7 +21,10 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, OptMaxPool};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::ops::{supported_taps, Clip, FastConv, FastDepthwise, FastMaxPool, Geometry};
+use super::ops::winograd::winograd_fits;
+use super::ops::{
+    supported_taps, Clip, FastConv, FastDepthwise, FastMaxPool, FastWinograd, Geometry, Tile,
+};
 
 #[cfg(test)]
 mod tests;
@@ -31,6 +34,8 @@ mod tests;
 pub struct TypedReport {
     /// Group-1 `Conv` nodes now running [`FastConv`].
     pub dense: usize,
+    /// Group-1 `Conv` nodes now running [`FastWinograd`].
+    pub winograd: usize,
     /// Depthwise `Conv` nodes now running [`FastDepthwise`].
     pub depthwise: usize,
     /// Zero `Pad` nodes folded into them.
@@ -48,10 +53,51 @@ pub struct OptimizedReport {
     pub maxpools: usize,
 }
 
-/// Replaces the f32 `Conv` nodes of a typed model that [`FastConv`] (group 1, constant weights
-/// and bias) or [`FastDepthwise`] (one group per channel, 9 or 25 taps) support. Call on the
-/// model `into_typed()` returns, before any decluttering.
+/// Which of the engine's ops [`rewrite_typed_with`] may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewriteOptions {
+    /// Run the 3x3 stride-1 convolutions that gain from it on [`FastWinograd`]
+    /// ([`winograd_tile`]).
+    pub winograd: bool,
+}
+
+impl Default for RewriteOptions {
+    fn default() -> Self {
+        RewriteOptions { winograd: true }
+    }
+}
+
+/// [`rewrite_typed_with`] the default options (Winograd where it gains).
 pub fn rewrite_typed(model: &mut TypedModel) -> TractResult<TypedReport> {
+    rewrite_typed_with(model, &RewriteOptions::default())
+}
+
+/// The Winograd tile for a dense convolution, or `None` where the direct [`FastConv`] is as
+/// fast. Measured per layer on ResNet18's shapes (`examples/winograd_bench.rs`, AVX-512):
+/// F(4x4) wins from 14x14 up, F(2x2) on 7x7 (F(4x4) there pads 7 outputs to 8 and its 36
+/// products stream 2.25x the weights); with few channels the transforms cost more than the
+/// products save, so below 64 channels each way the direct convolution stays.
+pub fn winograd_tile(geo: &Geometry, cout: usize) -> Option<Tile> {
+    if !winograd_fits(geo) || geo.c < 64 || cout < 64 {
+        return None;
+    }
+    let (oh, ow) = (geo.oh(), geo.ow());
+    if oh.min(ow) >= 14 {
+        Some(Tile::F4)
+    } else if oh.min(ow) >= 6 {
+        Some(Tile::F2)
+    } else {
+        None
+    }
+}
+
+/// Replaces the f32 `Conv` nodes of a typed model that [`FastConv`] / [`FastWinograd`] (group
+/// 1, constant weights and bias) or [`FastDepthwise`] (one group per channel, 9 or 25 taps)
+/// support. Call on the model `into_typed()` returns, before any decluttering.
+pub fn rewrite_typed_with(
+    model: &mut TypedModel,
+    options: &RewriteOptions,
+) -> TractResult<TypedReport> {
     let mut report = TypedReport::default();
     let candidates: Vec<usize> = model
         .nodes
@@ -63,7 +109,7 @@ pub fn rewrite_typed(model: &mut TypedModel) -> TractResult<TypedReport> {
         let node = model.node(id);
         let conv = node.op_as::<Conv>().unwrap();
         let result = if conv.group == 1 {
-            dense_for_node(model, node).map(Replacement::Dense)
+            dense_for_node(model, node, options)
         } else {
             depthwise_for_node(model, node).map(|(op, bias)| Replacement::Depthwise(op, bias))
         };
@@ -87,6 +133,15 @@ pub fn rewrite_typed(model: &mut TypedModel) -> TractResult<TypedReport> {
                 report.dense += 1;
                 patch.wire_node(&node.name, op, &[tap])?
             }
+            Replacement::Winograd(mut op) => {
+                if let Some((from, pads)) = folded {
+                    op.geo = with_pads(op.geo, pads);
+                    input = from;
+                }
+                let tap = patch.tap_model(model, input)?;
+                report.winograd += 1;
+                patch.wire_node(&node.name, op, &[tap])?
+            }
             Replacement::Depthwise(mut op, bias) => {
                 if let Some((from, pads)) = folded {
                     op.geo = with_pads(op.geo, pads);
@@ -107,7 +162,7 @@ pub fn rewrite_typed(model: &mut TypedModel) -> TractResult<TypedReport> {
         patch.obliterate(id)?;
         patch.apply(model)?;
     }
-    if report.dense + report.depthwise > 0 {
+    if report.dense + report.winograd + report.depthwise > 0 {
         model.compact()?;
     }
     Ok(report)
@@ -117,6 +172,7 @@ pub fn rewrite_typed(model: &mut TypedModel) -> TractResult<TypedReport> {
 /// constant (`None`: the node's own bias input has one per channel).
 enum Replacement {
     Dense(FastConv),
+    Winograd(FastWinograd),
     Depthwise(FastDepthwise, Option<Tensor>),
 }
 
@@ -157,6 +213,7 @@ pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport>
         .iter()
         .filter(|n| {
             n.op_as::<FastConv>().is_some_and(|c| c.clip.is_none())
+                || n.op_as::<FastWinograd>().is_some_and(|c| c.clip.is_none())
                 || n.op_as::<FastDepthwise>().is_some_and(|c| c.clip.is_none())
         })
         .map(|n| n.id)
@@ -167,6 +224,10 @@ pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport>
             continue;
         };
         let op: Box<dyn TypedOp> = if let Some(conv) = node.op_as::<FastConv>() {
+            let mut conv = conv.clone();
+            conv.clip = Some(clip);
+            Box::new(conv)
+        } else if let Some(conv) = node.op_as::<FastWinograd>() {
             let mut conv = conv.clone();
             conv.clip = Some(clip);
             Box::new(conv)
@@ -192,9 +253,13 @@ pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport>
     Ok(report)
 }
 
-/// The [`FastConv`] equivalent to a group-1 tract `Conv` node with constant weights, or why
-/// there is none.
-fn dense_for_node(model: &TypedModel, node: &TypedNode) -> TractResult<FastConv> {
+/// The [`FastConv`] or [`FastWinograd`] (where [`winograd_tile`] picks one) equivalent to a
+/// group-1 tract `Conv` node with constant weights, or why there is none.
+fn dense_for_node(
+    model: &TypedModel,
+    node: &TypedNode,
+    options: &RewriteOptions,
+) -> TractResult<Replacement> {
     let conv = node.op_as::<Conv>().context("not a Conv")?;
     let spec = &conv.pool_spec;
     ensure!(
@@ -228,13 +293,24 @@ fn dense_for_node(model: &TypedModel, node: &TypedNode) -> TractResult<FastConv>
         l if l == cout => bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
         l => bail!("{l} biases for {cout} channels"),
     };
+    // The tile is chosen on the node's own geometry: a zero `Pad` folded later only moves
+    // padding into the op, the output plane stays.
+    if let Some(tile) = winograd_tile(&geo, cout).filter(|_| options.winograd) {
+        let op = FastWinograd::new(geo, cout, rank, tile, kernel_values, &bias_values)?;
+        ensure!(
+            op.shapes().1.as_slice() == out_shape,
+            "output {out_shape:?} vs {:?}",
+            op.shapes().1
+        );
+        return Ok(Replacement::Winograd(op));
+    }
     let op = FastConv::new(geo, cout, rank, kernel_values, &bias_values)?;
     ensure!(
         op.shapes().1.as_slice() == out_shape,
         "output {out_shape:?} vs {:?}",
         op.shapes().1
     );
-    Ok(op)
+    Ok(Replacement::Dense(op))
 }
 
 /// The [`FastDepthwise`] equivalent to a depthwise tract `Conv` node (one group per channel,

@@ -50,10 +50,15 @@ impl TractEngine {
             .map_err(internal)?;
         stages.lap("type");
         if options.rewrite {
-            let report = rewrite::rewrite_typed(&mut model).map_err(internal)?;
+            let rewrite_options = rewrite::RewriteOptions {
+                winograd: options.winograd,
+            };
+            let report =
+                rewrite::rewrite_typed_with(&mut model, &rewrite_options).map_err(internal)?;
             log::debug!(
-                "engine rewrite: {} dense, {} depthwise, {} pads folded, left to tract {:?}",
-                report.dense,
+                "engine rewrite: {} dense ({} Winograd), {} depthwise, {} pads folded, left to tract {:?}",
+                report.dense + report.winograd,
+                report.winograd,
                 report.depthwise,
                 report.folded_pads,
                 report.skipped

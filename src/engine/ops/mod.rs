@@ -17,10 +17,10 @@ use std::fmt;
 pub mod conv;
 pub mod depthwise;
 pub mod maxpool;
-pub mod winograd;
 pub(crate) mod planes;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod winograd;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 

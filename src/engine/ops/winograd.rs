@@ -244,7 +244,9 @@ impl FastWinograd {
             "weights for {geo:?}"
         );
         let layout = Layout::new(&geo, tile);
-        ensure!(tile.alpha() * tile.alpha() * geo.c.max(cout + CT) * layout.tiles < u32::MAX as usize);
+        ensure!(
+            tile.alpha() * tile.alpha() * geo.c.max(cout + CT) * layout.tiles < u32::MAX as usize
+        );
         let lanes = layout.tiles <= LANES_TILES && Isa::detect() == Isa::Avx512;
         FastWinograd::with_packing(geo, cout, rank, tile, kernel, bias, lanes)
     }
@@ -436,7 +438,9 @@ fn input_transform(
             unsafe {
                 match isa {
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => input_channel_avx512(g, lay, plane, ci, &mut phases, &mut rows, v),
+                    Isa::Avx512 => {
+                        input_channel_avx512(g, lay, plane, ci, &mut phases, &mut rows, v)
+                    }
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2 => input_channel_avx2(g, lay, plane, ci, &mut phases, &mut rows, v),
                     _ => input_channel(g, lay, plane, ci, &mut phases, &mut rows, v),
@@ -691,74 +695,79 @@ fn products(
     let jobs = super::planes::jobs(1, p, 0, 0, lanes);
     let zeros = [0f32; CT];
     let work = xis * cout_p * cin * p;
-    tract_linalg::multithread::par_chunks_mut(&mut vec![(); xis * groups], 1, work, |first, items| {
-        for item in first..first + items.len() {
-            let (xi, grp) = (item / groups, item % groups);
-            let vx = &v[xi * cin * p..][..cin * p];
-            let weights = &w.packed[(xi * groups + grp) * cin * width..][..cin * width];
-            let m_xi = (m_addr as *mut f32).wrapping_add(xi * cout_p * p);
-            // Safety: item (xi, grp) writes only rows `grp * width..` of `M[xi]`; the features
-            // were detected for `native`.
-            unsafe {
-                match native {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 if w.packing == Packing::Lanes => {
-                        super::x86::conv::pointwise_tile(
-                            vx.as_ptr(),
-                            p,
-                            cin,
-                            weights.as_ptr(),
-                            &zeros,
-                            (w.cout - grp * CT).min(CT),
-                            m_xi.add(grp * width * p),
-                            false,
-                            0.0,
-                            0.0,
-                        );
-                    }
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 | Isa::Avx2 => {
-                        let koff: Vec<u32> = (0..cin).map(|ci| (ci * p) as u32).collect();
-                        let mut outs = [std::ptr::null_mut::<f32>(); MR];
-                        for j in 0..MR {
-                            outs[j] = m_xi.add((grp * MR + j) * p);
+    tract_linalg::multithread::par_chunks_mut(
+        &mut vec![(); xis * groups],
+        1,
+        work,
+        |first, items| {
+            for item in first..first + items.len() {
+                let (xi, grp) = (item / groups, item % groups);
+                let vx = &v[xi * cin * p..][..cin * p];
+                let weights = &w.packed[(xi * groups + grp) * cin * width..][..cin * width];
+                let m_xi = (m_addr as *mut f32).wrapping_add(xi * cout_p * p);
+                // Safety: item (xi, grp) writes only rows `grp * width..` of `M[xi]`; the features
+                // were detected for `native`.
+                unsafe {
+                    match native {
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx512 if w.packing == Packing::Lanes => {
+                            super::x86::conv::pointwise_tile(
+                                vx.as_ptr(),
+                                p,
+                                cin,
+                                weights.as_ptr(),
+                                &zeros,
+                                (w.cout - grp * CT).min(CT),
+                                m_xi.add(grp * width * p),
+                                false,
+                                0.0,
+                                0.0,
+                            );
                         }
-                        for group in jobs.chunks(3) {
-                            if native == Isa::Avx512 {
-                                super::x86::conv::block_avx512(
-                                    vx.as_ptr(),
-                                    &koff,
-                                    weights.as_ptr(),
-                                    &zeros[..MR],
-                                    false,
-                                    0.0,
-                                    0.0,
-                                    group,
-                                    &outs,
-                                );
-                            } else {
-                                for h in [0, MR / 2] {
-                                    super::x86::conv::block_avx2(
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx512 | Isa::Avx2 => {
+                            let koff: Vec<u32> = (0..cin).map(|ci| (ci * p) as u32).collect();
+                            let mut outs = [std::ptr::null_mut::<f32>(); MR];
+                            for j in 0..MR {
+                                outs[j] = m_xi.add((grp * MR + j) * p);
+                            }
+                            for group in jobs.chunks(3) {
+                                if native == Isa::Avx512 {
+                                    super::x86::conv::block_avx512(
                                         vx.as_ptr(),
                                         &koff,
-                                        weights.as_ptr().add(h),
-                                        &zeros[..MR / 2],
+                                        weights.as_ptr(),
+                                        &zeros[..MR],
                                         false,
                                         0.0,
                                         0.0,
                                         group,
-                                        &outs[h..],
+                                        &outs,
                                     );
+                                } else {
+                                    for h in [0, MR / 2] {
+                                        super::x86::conv::block_avx2(
+                                            vx.as_ptr(),
+                                            &koff,
+                                            weights.as_ptr().add(h),
+                                            &zeros[..MR / 2],
+                                            false,
+                                            0.0,
+                                            0.0,
+                                            group,
+                                            &outs[h..],
+                                        );
+                                    }
                                 }
                             }
                         }
+                        _ => products_portable(w, xi, grp, vx, p, &jobs, m_xi),
                     }
-                    _ => products_portable(w, xi, grp, vx, p, &jobs, m_xi),
                 }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }
 
 /// One item of [`products`] in plain Rust: `width` output channels of `M[xi]`.
@@ -820,7 +829,9 @@ fn output_transform(
             unsafe {
                 match isa {
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => output_channel_avx512(op, lay, m, co, &mut cols, &mut rows, plane),
+                    Isa::Avx512 => {
+                        output_channel_avx512(op, lay, m, co, &mut cols, &mut rows, plane)
+                    }
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2 => output_channel_avx2(op, lay, m, co, &mut cols, &mut rows, plane),
                     _ => output_channel(op, lay, m, co, &mut cols, &mut rows, plane),

@@ -9,6 +9,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use super::*;
 use crate::engine::ops::conv::dense;
 use crate::engine::ops::testing::{close, random_geometry, Rng};
+use crate::engine::ops::winograd::winograd;
 use crate::engine::ops::{Geometry, Isa};
 
 /// A model holding one depthwise `Conv` (and a ReLU6 after it when `relu6`): its output
@@ -271,6 +272,26 @@ fn dense_vs_tract_padded(
     pads: ([usize; 2], [usize; 2]),
     pad_op: Option<[usize; 4]>,
 ) {
+    conv_vs_tract(seed, n, cin, cout, h, w, k, s, pads, pad_op, false)
+}
+
+/// One group-1 `Conv` (after a zero `Pad` when `pad_op`) rewritten onto [`FastConv`], or onto
+/// [`FastWinograd`] with `winograd` (which the shape must then take), against tract's plan:
+/// the rewritten plan, and the op on every instruction set.
+#[allow(clippy::too_many_arguments)]
+fn conv_vs_tract(
+    seed: &mut Rng,
+    n: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    pads: ([usize; 2], [usize; 2]),
+    pad_op: Option<[usize; 4]>,
+    winograd_on: bool,
+) {
     use tract_onnx::tract_core::ops::array::{Pad, PadMode};
     let x = seed.uniforms(-1.0, 1.0, n * cin * h * w);
     let kernel = seed.uniforms(-1.0, 1.0, cout * cin * k.0 * k.1);
@@ -316,15 +337,23 @@ fn dense_vs_tract_padded(
     let out = model.wire_node("conv", conv, &[xv, kv, bv]).unwrap();
     model.select_output_outlets(&out).unwrap();
     let mut ours = model.clone();
-    let report = rewrite_typed(&mut ours).unwrap();
-    assert_eq!(report.dense, 1, "{report:?}");
+    let options = RewriteOptions {
+        winograd: winograd_on,
+    };
+    let report = rewrite_typed_with(&mut ours, &options).unwrap();
+    assert_eq!(report.dense, !winograd_on as usize, "{report:?}");
+    assert_eq!(report.winograd, winograd_on as usize, "{report:?}");
     assert_eq!(report.folded_pads, pad_op.is_some() as usize, "{report:?}");
     let op = ours
         .nodes
         .iter()
         .find_map(|n| n.op_as::<FastConv>())
-        .unwrap()
-        .clone();
+        .cloned();
+    let wino = ours
+        .nodes
+        .iter()
+        .find_map(|n| n.op_as::<FastWinograd>())
+        .cloned();
     let input = Tensor::from_shape(&[n, cin, h, w], &x).unwrap();
     let plan = model.into_optimized().unwrap().into_runnable().unwrap();
     let want: Vec<f32> = plan.run(tvec!(input.clone().into_tvalue())).unwrap()[0]
@@ -353,9 +382,109 @@ fn dense_vs_tract_padded(
     check(&got, "plan");
     for isa in Isa::available() {
         let mut out = vec![f32::NAN; want.len()];
-        dense(&op, &x, isa, &mut out);
+        match (&op, &wino) {
+            (Some(op), None) => dense(op, &x, isa, &mut out),
+            (None, Some(op)) => winograd(op, &x, isa, &mut out),
+            _ => unreachable!("one convolution op"),
+        }
         check(&out, &format!("{isa:?}"));
     }
+}
+
+#[test]
+fn winograd_matches_tract() {
+    let mut seed = Rng::new(0x3c0f_fee5);
+    // F(4x4) from 14x14 up, F(2x2) below; output channels not a multiple of any block; a
+    // batch of 2; a folded zero Pad; ResNet18's layer-4 shape.
+    conv_vs_tract(
+        &mut seed,
+        1,
+        64,
+        64,
+        14,
+        14,
+        (3, 3),
+        (1, 1),
+        ([1, 1], [1, 1]),
+        None,
+        true,
+    );
+    conv_vs_tract(
+        &mut seed,
+        2,
+        64,
+        72,
+        7,
+        9,
+        (3, 3),
+        (1, 1),
+        ([1, 1], [1, 1]),
+        None,
+        true,
+    );
+    conv_vs_tract(
+        &mut seed,
+        1,
+        65,
+        70,
+        17,
+        15,
+        (3, 3),
+        (1, 1),
+        ([0, 2], [1, 0]),
+        None,
+        true,
+    );
+    conv_vs_tract(
+        &mut seed,
+        1,
+        64,
+        96,
+        13,
+        12,
+        (3, 3),
+        (1, 1),
+        ([0, 0], [0, 0]),
+        Some([1, 1, 1, 1]),
+        true,
+    );
+    conv_vs_tract(
+        &mut seed,
+        1,
+        512,
+        512,
+        7,
+        7,
+        (3, 3),
+        (1, 1),
+        ([1, 1], [1, 1]),
+        None,
+        true,
+    );
+}
+
+#[test]
+fn winograd_only_where_it_gains() {
+    let geo = |c: usize, hw: usize, s: usize| Geometry {
+        n: 1,
+        c,
+        h: hw,
+        w: hw,
+        kh: 3,
+        kw: 3,
+        sh: s,
+        sw: s,
+        pad_top: 1,
+        pad_left: 1,
+        pad_bottom: 1,
+        pad_right: 1,
+    };
+    assert_eq!(winograd_tile(&geo(64, 56, 1), 64), Some(Tile::F4));
+    assert_eq!(winograd_tile(&geo(256, 14, 1), 256), Some(Tile::F4));
+    assert_eq!(winograd_tile(&geo(512, 7, 1), 512), Some(Tile::F2));
+    assert_eq!(winograd_tile(&geo(64, 56, 2), 128), None);
+    assert_eq!(winograd_tile(&geo(16, 56, 1), 16), None);
+    assert_eq!(winograd_tile(&geo(512, 3, 1), 512), None);
 }
 
 #[test]

@@ -146,7 +146,12 @@ fn resnet18_shapes_stay_accurate() {
 #[test]
 fn pad_zero_and_tiny_planes() {
     let mut rng = Rng::new(7);
-    for (h, w, pads) in [(3, 3, [0; 4]), (4, 9, [0; 4]), (1, 1, [1; 4]), (2, 5, [2, 0, 1, 2])] {
+    for (h, w, pads) in [
+        (3, 3, [0; 4]),
+        (4, 9, [0; 4]),
+        (1, 1, [1; 4]),
+        (2, 5, [2, 0, 1, 2]),
+    ] {
         let g = Geometry {
             n: 1,
             c: 3,
