@@ -246,6 +246,7 @@ fn stage3_logits_on_identical_inputs_match_torch_batch_1() {
             let input = read_f32(&fixtures::path(&format!("tensors/{stem}.{name}.f32")));
             let logits = model.engine.run(&[1, 3, 224, 224], input).unwrap();
             let diff = max_abs_diff(&logits, &torch_logits(name, row));
+            println!("stage 3: {name} {stem}: max |logit - torch| = {diff:e}");
             assert!(
                 diff <= 1e-4,
                 "{name} {stem}: max |tract - torch| = {diff:e}"
