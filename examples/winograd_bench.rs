@@ -1,7 +1,7 @@
 //! Per-layer timing of ResNet18's 3x3 stride-1 convolution shapes: the direct dense convolution
-//! ([`FastConv`]) against Winograd F(2x2) and F(4x4) ([`FastWinograd`], products on register
-//! blocks or on channels in the lanes), thread CPU time, median of `--runs` (default 30), one
-//! thread. What `rewrite`'s choice of tile per layer rests on.
+//! ([`FastConv`]) against Winograd F(2x2) and F(4x4) ([`FastWinograd`]), thread CPU time,
+//! median of `--runs` (default 30), one thread, each layer called again and again (its weights
+//! stay in cache, unlike in a whole model: `engine_bench` has the final word).
 //!
 //! ```text
 //! cargo run --release --example winograd_bench -- [--runs N]
@@ -46,8 +46,8 @@ fn main() {
     }
     let isa = Isa::detect();
     println!("# ResNet18 3x3 stride-1 layers, ms per call (thread CPU time, median of {runs}, {isa:?})\n");
-    println!("| cin=cout @ hw | direct | F2 blocks | F2 lanes | F4 blocks | F4 lanes |");
-    println!("|---|---|---|---|---|---|");
+    println!("| cin=cout @ hw | direct | F2 | F4 |");
+    println!("|---|---|---|---|");
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
     let mut rand = move |n: usize, scale: f32| -> Vec<f32> {
         (0..n)
@@ -82,11 +82,9 @@ fn main() {
         let t_direct = median_ms(runs, || dense(&direct, &x, isa, &mut out));
         let mut row = format!("| {c} @ {hw}x{hw} | {t_direct:.3} |");
         for tile in [Tile::F2, Tile::F4] {
-            for lanes in [false, true] {
-                let op = FastWinograd::with_packing(g, c, 4, tile, &k, &b, lanes).unwrap();
-                let t = median_ms(runs, || winograd(&op, &x, isa, &mut out));
-                row += &format!(" {t:.3} ({:.2}x) |", t / t_direct);
-            }
+            let op = FastWinograd::new(g, c, 4, tile, &k, &b).unwrap();
+            let t = median_ms(runs, || winograd(&op, &x, isa, &mut out));
+            row += &format!(" {t:.3} ({:.2}x) |", t / t_direct);
         }
         println!("{row}");
     }

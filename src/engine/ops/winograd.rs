@@ -8,13 +8,14 @@
 //!    `a * a` planes `V[xi][cin][tiles]`;
 //! 3. `a * a` matrix products `M[xi] = U[xi] x V[xi]`: each is a 1x1 convolution over a plane of
 //!    `tiles` pixels, so the dense convolution's kernels run it unchanged (AVX-512: 8 channels x
-//!    3 vectors of tiles, or channels in the lanes when there are few tiles; AVX2; portable);
-//! 4. output transform `Y = A^T M A`, plus the bias and the fused clamp, into the output.
+//!    3 vectors of tiles; AVX2 4 x 3 vectors of 8; portable). Channels in the lanes (the
+//!    small-plane pointwise kernel) measured slower on ResNet18 at every size;
+//! 4. output transform `Y = A^T M A`, plus the bias and the fused clamp, into the output
+//!    ([`transform`]).
 //!
 //! F(2x2) multiplies 2.25x less than the direct convolution, F(4x4) 4x less but with larger
 //! rounding errors (its transforms scale by up to 8 and 1/24); the tests bound both against an
-//! f64 definition. Transforms run in f32 on the caller's ISA (the compiler vectorises them
-//! along a row of tiles); which layers take which tile is decided by [`crate::engine::rewrite`].
+//! f64 definition. Which layers take which tile is decided by [`crate::engine::rewrite`].
 
 // The transforms index several rows by one tile index; iterators would hide that.
 #![allow(clippy::needless_range_loop)]
@@ -22,9 +23,11 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::conv::{CT, MR};
+use super::conv::MR;
 use super::planes::Job;
 use super::{eval_f32, Clip, Geometry, Isa};
+
+mod transform;
 
 /// The output tile edge of a Winograd transform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,32 +75,8 @@ impl Tile {
     }
 }
 
-/// Tiles at most this many run the products with output channels in the lanes
-/// ([`crate::engine::ops::x86::conv::pointwise_tile`]): vectors along so few tiles would be
-/// mostly empty.
-const LANES_TILES: usize = 64;
-
-/// How `U` is packed for the products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Packing {
-    /// `[xi][cout / MR][cin][MR]`: the dense convolution's register blocks.
-    Blocks,
-    /// `[xi][cout / CT][cin][CT]`: channels in the lanes.
-    Lanes,
-}
-
-impl Packing {
-    fn width(self) -> usize {
-        match self {
-            Packing::Blocks => MR,
-            Packing::Lanes => CT,
-        }
-    }
-}
-
 /// The transformed filters of one convolution, packed, and the biases.
 pub struct WinogradWeights {
-    packing: Packing,
     cin: usize,
     cout: usize,
     packed: Vec<f32>,
@@ -106,17 +85,10 @@ pub struct WinogradWeights {
 
 impl WinogradWeights {
     /// `U = G g G^T` for every filter of an OIHW 3x3 kernel, computed in f64.
-    fn new(
-        tile: Tile,
-        packing: Packing,
-        cin: usize,
-        cout: usize,
-        kernel: &[f32],
-        bias: &[f32],
-    ) -> WinogradWeights {
+    fn new(tile: Tile, cin: usize, cout: usize, kernel: &[f32], bias: &[f32]) -> WinogradWeights {
         assert_eq!(kernel.len(), cout * cin * 9);
         let (a, g) = (tile.alpha(), tile.g());
-        let width = packing.width();
+        let width = MR;
         let groups = cout.div_ceil(width);
         let mut packed = vec![0f32; a * a * groups * cin * width];
         for co in 0..cout {
@@ -140,7 +112,6 @@ impl WinogradWeights {
             }
         }
         WinogradWeights {
-            packing,
             cin,
             cout,
             packed,
@@ -149,28 +120,23 @@ impl WinogradWeights {
     }
 
     fn groups(&self) -> usize {
-        self.cout.div_ceil(self.packing.width())
+        self.cout.div_ceil(MR)
     }
 
     /// Output channel rows of `M` (the channels past `cout` are computed and dropped).
     fn cout_padded(&self) -> usize {
-        self.groups() * self.packing.width()
+        self.groups() * MR
     }
 
-    /// `U[xi][co][ci]`, wherever it is packed.
+    /// `U[xi][co][ci]`.
     fn at(&self, xi: usize, co: usize, ci: usize) -> f32 {
-        let w = self.packing.width();
-        self.packed[((xi * self.groups() + co / w) * self.cin + ci) * w + co % w]
+        self.packed[((xi * self.groups() + co / MR) * self.cin + ci) * MR + co % MR]
     }
 }
 
 impl std::fmt::Debug for WinogradWeights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "WinogradWeights({}x{} {:?})",
-            self.cout, self.cin, self.packing
-        )
+        write!(f, "WinogradWeights({}x{})", self.cout, self.cin)
     }
 }
 
@@ -245,29 +211,9 @@ impl FastWinograd {
         );
         let layout = Layout::new(&geo, tile);
         ensure!(
-            tile.alpha() * tile.alpha() * geo.c.max(cout + CT) * layout.tiles < u32::MAX as usize
+            tile.alpha() * tile.alpha() * geo.c.max(cout + MR) * layout.stride < u32::MAX as usize
         );
-        let lanes = layout.tiles <= LANES_TILES && Isa::detect() == Isa::Avx512;
-        FastWinograd::with_packing(geo, cout, rank, tile, kernel, bias, lanes)
-    }
-
-    /// [`FastWinograd::new`] with the products on channels in the lanes (`lanes`, AVX-512
-    /// only) or on the register blocks, whatever the plane.
-    pub fn with_packing(
-        geo: Geometry,
-        cout: usize,
-        rank: usize,
-        tile: Tile,
-        kernel: &[f32],
-        bias: &[f32],
-        lanes: bool,
-    ) -> TractResult<FastWinograd> {
-        let packing = if lanes {
-            Packing::Lanes
-        } else {
-            Packing::Blocks
-        };
-        let weights = WinogradWeights::new(tile, packing, geo.c, cout, kernel, bias);
+        let weights = WinogradWeights::new(tile, geo.c, cout, kernel, bias);
         Ok(FastWinograd {
             geo,
             cout,
@@ -354,12 +300,12 @@ impl TypedOp for FastWinograd {
 }
 
 /// Winograd convolution of `x` (`n*cin*h*w`, NCHW) by `op` into `out` (`n*cout*oh*ow`), on
-/// `isa` (the portable products when `isa` cannot run the op's packing).
+/// `isa`.
 pub fn winograd(op: &FastWinograd, x: &[f32], isa: Isa, out: &mut [f32]) {
     run(op, x, isa, out).unwrap()
 }
 
-/// Where tiles and phase planes lie for one geometry.
+/// Where tiles, their transforms and the phase planes lie for one geometry.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
     m: usize,
@@ -368,25 +314,41 @@ struct Layout {
     tiles_x: usize,
     /// `tiles_y * tiles_x`: the pixels of each product's plane.
     tiles: usize,
-    /// Rows of the padded input the tiles read (`m * tiles_y + 2`).
-    rows: usize,
+    /// `tiles_x` rounded up to whole vectors of [`RUN`]: the transforms run over a row of tiles
+    /// in whole vectors, and what they compute past `tiles_x` is overwritten or never read.
+    run: usize,
+    /// Floats between two channels' planes in `V` and `M`: `tiles` and the slack a row's run
+    /// may write past the last tile.
+    stride: usize,
     /// Columns of one phase plane (`tiles_x + 1`): padded column `x` is phase `x % m`, index
     /// `x / m`.
     cols: usize,
+    /// Floats per phase plane: the `m * tiles_y + 2` rows of the padded input the tiles read,
+    /// and the slack a run reads past the last row.
+    phase_len: usize,
 }
+
+/// The transforms' vector width (AVX-512's 16 lanes; AVX2 and the portable path take two or
+/// more steps per run).
+const RUN: usize = 16;
 
 impl Layout {
     fn new(g: &Geometry, tile: Tile) -> Layout {
         let (m, a) = (tile.m(), tile.alpha());
         let (tiles_y, tiles_x) = (g.oh().div_ceil(m), g.ow().div_ceil(m));
+        let tiles = tiles_y * tiles_x;
+        let run = tiles_x.next_multiple_of(RUN);
+        let (rows, cols) = (m * tiles_y + 2, tiles_x + 1);
         Layout {
             m,
             a,
             tiles_y,
             tiles_x,
-            tiles: tiles_y * tiles_x,
-            rows: m * tiles_y + 2,
-            cols: tiles_x + 1,
+            tiles,
+            run,
+            stride: tiles + RUN,
+            cols,
+            phase_len: rows * cols + run + 1,
         }
     }
 }
@@ -401,278 +363,22 @@ fn run(op: &FastWinograd, x: &[f32], isa: Isa, out: &mut [f32]) -> TractResult<(
     let lay = Layout::new(g, op.tile);
     let w = &op.weights;
     let xis = lay.a * lay.a;
-    let v_len = xis * g.c * lay.tiles;
-    let m_len = xis * w.cout_padded() * lay.tiles;
+    let v_len = xis * g.c * lay.stride;
+    let m_len = xis * w.cout_padded() * lay.stride;
     super::planes::with_buffers(v_len, m_len, |v, m| {
         for n in 0..g.n {
             let xn = &x[n * g.c * g.h * g.w..][..g.c * g.h * g.w];
-            input_transform(op, &lay, xn, isa, v)?;
+            transform::input(g, &lay, xn, isa, v)?;
             products(op, &lay, v, isa, m)?;
             let on = &mut out[n * op.cout * oh * ow..][..op.cout * oh * ow];
-            output_transform(op, &lay, m, isa, on)?;
+            transform::output(op, &lay, m, isa, on)?;
         }
         Ok(())
     })
-}
-
-/// `V[xi][ci][tile] = (B^T d B)[xi]` for every tile `d` of every input channel.
-fn input_transform(
-    op: &FastWinograd,
-    lay: &Layout,
-    x: &[f32],
-    isa: Isa,
-    v: &mut [f32],
-) -> TractResult<()> {
-    let g = &op.geo;
-    let v_addr = v.as_mut_ptr() as usize;
-    let v_len = v.len();
-    let work = g.c * lay.a * lay.a * lay.tiles;
-    tract_linalg::multithread::par_chunks_mut(&mut vec![(); g.c], 1, work, |first, cs| {
-        let mut phases = vec![0f32; lay.m * lay.rows * lay.cols];
-        let mut rows = vec![0f32; lay.a * lay.a * lay.tiles_x];
-        for ci in first..first + cs.len() {
-            let plane = &x[ci * g.h * g.w..][..g.h * g.w];
-            // Safety: channel `ci` writes only its own rows `V[xi][ci]`.
-            let v = unsafe { std::slice::from_raw_parts_mut(v_addr as *mut f32, v_len) };
-            // Safety: the features were detected for this `Isa`.
-            unsafe {
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => {
-                        input_channel_avx512(g, lay, plane, ci, &mut phases, &mut rows, v)
-                    }
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => input_channel_avx2(g, lay, plane, ci, &mut phases, &mut rows, v),
-                    _ => input_channel(g, lay, plane, ci, &mut phases, &mut rows, v),
-                }
-            }
-        }
-        Ok(())
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn input_channel_avx512(
-    g: &Geometry,
-    lay: &Layout,
-    plane: &[f32],
-    ci: usize,
-    phases: &mut [f32],
-    rows: &mut [f32],
-    v: &mut [f32],
-) {
-    input_channel(g, lay, plane, ci, phases, rows, v)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn input_channel_avx2(
-    g: &Geometry,
-    lay: &Layout,
-    plane: &[f32],
-    ci: usize,
-    phases: &mut [f32],
-    rows: &mut [f32],
-    v: &mut [f32],
-) {
-    input_channel(g, lay, plane, ci, phases, rows, v)
-}
-
-/// One input channel: its padded plane split into `m` column phases (so that a row of tiles
-/// reads every tap as a contiguous run), then per row of tiles the transform along the rows
-/// into `rows[r][j][tx]` and along the columns into `V`.
-#[inline(always)]
-fn input_channel(
-    g: &Geometry,
-    lay: &Layout,
-    plane: &[f32],
-    ci: usize,
-    phases: &mut [f32],
-    rows: &mut [f32],
-    v: &mut [f32],
-) {
-    if lay.m == 2 {
-        input_channel_m::<2>(g, lay, plane, ci, phases, rows, v)
-    } else {
-        input_channel_m::<4>(g, lay, plane, ci, phases, rows, v)
-    }
-}
-
-#[inline(always)]
-fn input_channel_m<const M: usize>(
-    g: &Geometry,
-    lay: &Layout,
-    plane: &[f32],
-    ci: usize,
-    phases: &mut [f32],
-    rows: &mut [f32],
-    v: &mut [f32],
-) {
-    let (m, a, cols, tx_n) = (M, lay.a, lay.cols, lay.tiles_x);
-    let phase_len = lay.rows * cols;
-    phases.fill(0.0);
-    for q in 0..M {
-        // Input columns landing in phase q: (x + pad_left) % M == q, from index (x + pad_left) / M.
-        let x0 = (q + M - g.pad_left % M) % M;
-        if x0 >= g.w {
-            continue;
-        }
-        let i0 = (x0 + g.pad_left) / M;
-        let count = (g.w - x0).div_ceil(M);
-        for y in 0..g.h {
-            let src = &plane[y * g.w + x0..][..(count - 1) * M + 1];
-            let py = y + g.pad_top;
-            let dst = &mut phases[q * phase_len + py * cols + i0..][..count];
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = src[i * M];
-            }
-        }
-    }
-    let ci_len = lay.tiles;
-    let xi_len = g.c * ci_len;
-    for ty in 0..lay.tiles_y {
-        for r in 0..a {
-            let py = m * ty + r;
-            // Tap k of tile tx is padded column m * tx + k: phase k % m, index tx + k / m.
-            let taps: [&[f32]; 6] = std::array::from_fn(|k| {
-                if k < a {
-                    &phases[(k % m) * phase_len + py * cols + k / m..][..tx_n]
-                } else {
-                    &[][..]
-                }
-            });
-            let out = &mut rows[r * a * tx_n..][..a * tx_n];
-            if m == 2 {
-                transform_rows::<4>(&taps, out, tx_n, bt2);
-            } else {
-                transform_rows::<6>(&taps, out, tx_n, bt4);
-            }
-        }
-        // Along the columns: V[i * a + j] from rows[r][j] over r.
-        for j in 0..a {
-            let taps: [&[f32]; 6] = std::array::from_fn(|r| {
-                if r < a {
-                    &rows[(r * a + j) * tx_n..][..tx_n]
-                } else {
-                    &[][..]
-                }
-            });
-            let mut dst: [&mut [f32]; 6] = Default::default();
-            let mut rest = &mut v[..];
-            let mut taken = 0;
-            for i in 0..a {
-                let at = (i * a + j) * xi_len + ci * ci_len + ty * tx_n;
-                let tail = std::mem::take(&mut rest);
-                let (_, tail) = tail.split_at_mut(at - taken);
-                let (run, tail) = tail.split_at_mut(tx_n);
-                dst[i] = run;
-                rest = tail;
-                taken = at + tx_n;
-            }
-            if m == 2 {
-                transform_into::<4>(&taps, &mut dst, tx_n, bt2);
-            } else {
-                transform_into::<6>(&taps, &mut dst, tx_n, bt4);
-            }
-        }
-    }
-}
-
-/// `out[j][t] = f(d)[j]` with `d[k] = taps[k][t]`, for `t < n`; `out` is `A` rows of `n`.
-#[inline(always)]
-fn transform_rows<const A: usize>(
-    taps: &[&[f32]; 6],
-    out: &mut [f32],
-    n: usize,
-    f: impl Fn([f32; A]) -> [f32; A],
-) {
-    let taps: [&[f32]; A] = std::array::from_fn(|k| &taps[k][..n]);
-    let (out, _) = out.split_at_mut(A * n);
-    let mut dst: [&mut [f32]; A] = std::array::from_fn(|_| &mut [][..]);
-    let mut rest = out;
-    for d in dst.iter_mut() {
-        let (run, tail) = std::mem::take(&mut rest).split_at_mut(n);
-        *d = run;
-        rest = tail;
-    }
-    for t in 0..n {
-        let y = f(std::array::from_fn(|k| taps[k][t]));
-        for j in 0..A {
-            dst[j][t] = y[j];
-        }
-    }
-}
-
-/// `dst[j][t] = f(d)[j]` with `d[k] = taps[k][t]`, for `t < n`.
-#[inline(always)]
-fn transform_into<const A: usize>(
-    taps: &[&[f32]; 6],
-    dst: &mut [&mut [f32]; 6],
-    n: usize,
-    f: impl Fn([f32; A]) -> [f32; A],
-) {
-    let taps: [&[f32]; A] = std::array::from_fn(|k| &taps[k][..n]);
-    let mut out: [&mut [f32]; A] = std::array::from_fn(|_| &mut [][..]);
-    for (o, d) in out.iter_mut().zip(dst.iter_mut()) {
-        *o = &mut std::mem::take(d)[..n];
-    }
-    for t in 0..n {
-        let y = f(std::array::from_fn(|k| taps[k][t]));
-        for j in 0..A {
-            out[j][t] = y[j];
-        }
-    }
-}
-
-/// `B^T d` for F(2x2, 3x3).
-#[inline(always)]
-fn bt2(d: [f32; 4]) -> [f32; 4] {
-    [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
-}
-
-/// `B^T d` for F(4x4, 3x3).
-#[inline(always)]
-fn bt4(d: [f32; 6]) -> [f32; 6] {
-    let t0 = d[4] - 4.0 * d[2];
-    let t1 = d[3] - 4.0 * d[1];
-    let t2 = d[4] - d[2];
-    let t3 = 2.0 * (d[3] - d[1]);
-    [
-        4.0 * d[0] - 5.0 * d[2] + d[4],
-        t0 + t1,
-        t0 - t1,
-        t2 + t3,
-        t2 - t3,
-        4.0 * d[1] - 5.0 * d[3] + d[5],
-    ]
-}
-
-/// `A^T m` for F(2x2, 3x3) (2 of the 4 values are used).
-#[inline(always)]
-fn at2(d: [f32; 4]) -> [f32; 4] {
-    [d[0] + d[1] + d[2], d[1] - d[2] - d[3], 0.0, 0.0]
-}
-
-/// `A^T m` for F(4x4, 3x3) (4 of the 6 values are used).
-#[inline(always)]
-fn at4(d: [f32; 6]) -> [f32; 6] {
-    let s = d[1] + d[2];
-    let t = d[1] - d[2];
-    let s2 = d[3] + d[4];
-    let t2 = d[3] - d[4];
-    [
-        d[0] + s + s2,
-        t + 2.0 * t2,
-        s + 4.0 * s2,
-        t + 8.0 * t2 + d[5],
-        0.0,
-        0.0,
-    ]
 }
 
 /// `M[xi] = U[xi] x V[xi]` for every `xi`: a 1x1 convolution of `cin` planes of `tiles` pixels
-/// each, on the dense convolution's kernels.
+/// each (at a pitch of `stride`), on the dense convolution's kernels.
 fn products(
     op: &FastWinograd,
     lay: &Layout,
@@ -681,19 +387,15 @@ fn products(
     m: &mut [f32],
 ) -> TractResult<()> {
     let w = &op.weights;
-    let (cin, p) = (w.cin, lay.tiles);
+    let (cin, p, stride) = (w.cin, lay.tiles, lay.stride);
     let xis = lay.a * lay.a;
     let groups = w.groups();
-    let width = w.packing.width();
     let cout_p = w.cout_padded();
+    assert!(v.len() >= xis * cin * stride && m.len() >= xis * cout_p * stride);
     let m_addr = m.as_mut_ptr() as usize;
-    let native = match (w.packing, isa) {
-        (Packing::Blocks, Isa::Avx512 | Isa::Avx2) | (Packing::Lanes, Isa::Avx512) => isa,
-        _ => Isa::Portable,
-    };
-    let lanes = native.lanes();
-    let jobs = super::planes::jobs(1, p, 0, 0, lanes);
-    let zeros = [0f32; CT];
+    let jobs = super::planes::jobs(1, p, 0, 0, isa.lanes());
+    let koff: Vec<u32> = (0..cin).map(|ci| (ci * stride) as u32).collect();
+    let zeros = [0f32; MR];
     let work = xis * cout_p * cin * p;
     tract_linalg::multithread::par_chunks_mut(
         &mut vec![(); xis * groups],
@@ -702,66 +404,52 @@ fn products(
         |first, items| {
             for item in first..first + items.len() {
                 let (xi, grp) = (item / groups, item % groups);
-                let vx = &v[xi * cin * p..][..cin * p];
-                let weights = &w.packed[(xi * groups + grp) * cin * width..][..cin * width];
-                let m_xi = (m_addr as *mut f32).wrapping_add(xi * cout_p * p);
-                // Safety: item (xi, grp) writes only rows `grp * width..` of `M[xi]`; the features
-                // were detected for `native`.
+                let vx = &v[xi * cin * stride..][..cin * stride];
+                let weights = &w.packed[(xi * groups + grp) * cin * MR..][..cin * MR];
+                let m_xi = (m_addr as *mut f32).wrapping_add(xi * cout_p * stride);
+                let mut outs = [std::ptr::null_mut::<f32>(); MR];
+                for j in 0..MR {
+                    outs[j] = m_xi.wrapping_add((grp * MR + j) * stride);
+                }
+                // Safety: item (xi, grp) writes only rows `grp * MR..` of `M[xi]`, `p` floats each;
+                // the features were detected for `isa`.
                 unsafe {
-                    match native {
+                    match isa {
                         #[cfg(target_arch = "x86_64")]
-                        Isa::Avx512 if w.packing == Packing::Lanes => {
-                            super::x86::conv::pointwise_tile(
-                                vx.as_ptr(),
-                                p,
-                                cin,
-                                weights.as_ptr(),
-                                &zeros,
-                                (w.cout - grp * CT).min(CT),
-                                m_xi.add(grp * width * p),
-                                false,
-                                0.0,
-                                0.0,
-                            );
+                        Isa::Avx512 => {
+                            for group in jobs.chunks(3) {
+                                super::x86::conv::block_avx512(
+                                    vx.as_ptr(),
+                                    &koff,
+                                    weights.as_ptr(),
+                                    &zeros,
+                                    false,
+                                    0.0,
+                                    0.0,
+                                    group,
+                                    &outs,
+                                );
+                            }
                         }
                         #[cfg(target_arch = "x86_64")]
-                        Isa::Avx512 | Isa::Avx2 => {
-                            let koff: Vec<u32> = (0..cin).map(|ci| (ci * p) as u32).collect();
-                            let mut outs = [std::ptr::null_mut::<f32>(); MR];
-                            for j in 0..MR {
-                                outs[j] = m_xi.add((grp * MR + j) * p);
-                            }
+                        Isa::Avx2 => {
                             for group in jobs.chunks(3) {
-                                if native == Isa::Avx512 {
-                                    super::x86::conv::block_avx512(
+                                for h in [0, MR / 2] {
+                                    super::x86::conv::block_avx2(
                                         vx.as_ptr(),
                                         &koff,
-                                        weights.as_ptr(),
-                                        &zeros[..MR],
+                                        weights.as_ptr().add(h),
+                                        &zeros[..MR / 2],
                                         false,
                                         0.0,
                                         0.0,
                                         group,
-                                        &outs,
+                                        &outs[h..],
                                     );
-                                } else {
-                                    for h in [0, MR / 2] {
-                                        super::x86::conv::block_avx2(
-                                            vx.as_ptr(),
-                                            &koff,
-                                            weights.as_ptr().add(h),
-                                            &zeros[..MR / 2],
-                                            false,
-                                            0.0,
-                                            0.0,
-                                            group,
-                                            &outs[h..],
-                                        );
-                                    }
                                 }
                             }
                         }
-                        _ => products_portable(w, xi, grp, vx, p, &jobs, m_xi),
+                        _ => products_portable(w, xi, grp, vx, stride, &jobs, &outs),
                     }
                 }
             }
@@ -770,231 +458,36 @@ fn products(
     )
 }
 
-/// One item of [`products`] in plain Rust: `width` output channels of `M[xi]`.
+/// One item of [`products`] in plain Rust: [`MR`] output channels of `M[xi]`.
 ///
 /// # Safety
-/// `m_xi` points at `M[xi]`, `cout_padded * p` floats.
+/// `outs[j]` points at row `grp * MR + j` of `M[xi]`, `stride` floats.
 unsafe fn products_portable(
     w: &WinogradWeights,
     xi: usize,
     grp: usize,
     vx: &[f32],
-    p: usize,
+    stride: usize,
     jobs: &[Job],
-    m_xi: *mut f32,
+    outs: &[*mut f32; MR],
 ) {
-    let width = w.packing.width();
-    for j in 0..width {
-        let co = grp * width + j;
+    for j in 0..MR {
+        let co = grp * MR + j;
         // Safety: row `co` of `M[xi]` belongs to this item.
-        let row = unsafe { std::slice::from_raw_parts_mut(m_xi.add(co * p), p) };
+        let row = unsafe { std::slice::from_raw_parts_mut(outs[j], stride) };
         row.fill(0.0);
         if co >= w.cout {
             continue;
         }
         for ci in 0..w.cin {
             let u = w.at(xi, co, ci);
-            let src = &vx[ci * p..][..p];
+            let src = &vx[ci * stride..][..stride];
             for job in jobs {
                 let (at, n) = (job.inp as usize, job.lanes as usize);
                 for (o, s) in row[at..at + n].iter_mut().zip(&src[at..at + n]) {
                     *o += u * s;
                 }
             }
-        }
-    }
-}
-
-/// `out = A^T M A + bias`, clamped, for every tile of every output channel.
-fn output_transform(
-    op: &FastWinograd,
-    lay: &Layout,
-    m: &[f32],
-    isa: Isa,
-    out: &mut [f32],
-) -> TractResult<()> {
-    let g = &op.geo;
-    let (oh, ow) = (g.oh(), g.ow());
-    let out_addr = out.as_mut_ptr() as usize;
-    let work = op.cout * lay.a * lay.a * lay.tiles;
-    tract_linalg::multithread::par_chunks_mut(&mut vec![(); op.cout], 1, work, |first, cs| {
-        let mut cols = vec![0f32; lay.m * lay.a * lay.tiles_x];
-        let mut rows = vec![0f32; lay.a * lay.tiles_x];
-        for co in first..first + cs.len() {
-            // Safety: channel `co` writes only its own plane.
-            let plane = unsafe {
-                std::slice::from_raw_parts_mut((out_addr as *mut f32).add(co * oh * ow), oh * ow)
-            };
-            // Safety: the features were detected for this `Isa`.
-            unsafe {
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => {
-                        output_channel_avx512(op, lay, m, co, &mut cols, &mut rows, plane)
-                    }
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => output_channel_avx2(op, lay, m, co, &mut cols, &mut rows, plane),
-                    _ => output_channel(op, lay, m, co, &mut cols, &mut rows, plane),
-                }
-            }
-        }
-        Ok(())
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn output_channel_avx512(
-    op: &FastWinograd,
-    lay: &Layout,
-    m: &[f32],
-    co: usize,
-    cols: &mut [f32],
-    rows: &mut [f32],
-    plane: &mut [f32],
-) {
-    output_channel(op, lay, m, co, cols, rows, plane)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn output_channel_avx2(
-    op: &FastWinograd,
-    lay: &Layout,
-    m: &[f32],
-    co: usize,
-    cols: &mut [f32],
-    rows: &mut [f32],
-    plane: &mut [f32],
-) {
-    output_channel(op, lay, m, co, cols, rows, plane)
-}
-
-/// One output channel, a row of tiles at a time: along the columns of `M` into
-/// `cols[i][j][tx]`, then along the rows into `rows[q][tx]` per output row `i`, plus the bias,
-/// clamped, interleaved into the output row.
-#[inline(always)]
-fn output_channel(
-    op: &FastWinograd,
-    lay: &Layout,
-    m: &[f32],
-    co: usize,
-    cols: &mut [f32],
-    rows: &mut [f32],
-    plane: &mut [f32],
-) {
-    if lay.m == 2 {
-        output_channel_m::<2>(op, lay, m, co, cols, rows, plane)
-    } else {
-        output_channel_m::<4>(op, lay, m, co, cols, rows, plane)
-    }
-}
-
-#[inline(always)]
-fn output_channel_m<const M: usize>(
-    op: &FastWinograd,
-    lay: &Layout,
-    m: &[f32],
-    co: usize,
-    cols: &mut [f32],
-    rows: &mut [f32],
-    plane: &mut [f32],
-) {
-    let g = &op.geo;
-    let (oh, ow) = (g.oh(), g.ow());
-    let (mm, a, tx_n) = (M, lay.a, lay.tiles_x);
-    let cout_p = op.weights.cout_padded();
-    let xi_len = cout_p * lay.tiles;
-    let bias = op.weights.bias[co];
-    let (lo, hi) = op
-        .clip
-        .map(|c| (c.lo(), c.hi()))
-        .unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    for ty in 0..lay.tiles_y {
-        let at = co * lay.tiles + ty * tx_n;
-        for j in 0..a {
-            let taps: [&[f32]; 6] = std::array::from_fn(|r| {
-                if r < a {
-                    &m[(r * a + j) * xi_len + at..][..tx_n]
-                } else {
-                    &[][..]
-                }
-            });
-            // cols[i][j] for i < a (the rows past m are written and unused).
-            let mut dst: [&mut [f32]; 6] = Default::default();
-            let mut rest = &mut cols[..];
-            let mut taken = 0;
-            for i in 0..mm {
-                let start = (i * a + j) * tx_n;
-                let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - taken);
-                let (run, tail) = tail.split_at_mut(tx_n);
-                dst[i] = run;
-                rest = tail;
-                taken = start + tx_n;
-            }
-            if mm == 2 {
-                transform_into_first::<4, 2>(&taps, &mut dst, tx_n, at2);
-            } else {
-                transform_into_first::<6, 4>(&taps, &mut dst, tx_n, at4);
-            }
-        }
-        for i in 0..mm {
-            let oy = mm * ty + i;
-            if oy >= oh {
-                break;
-            }
-            let taps: [&[f32]; 6] = std::array::from_fn(|j| {
-                if j < a {
-                    &cols[(i * a + j) * tx_n..][..tx_n]
-                } else {
-                    &[][..]
-                }
-            });
-            let mut dst: [&mut [f32]; 6] = Default::default();
-            let mut rest = &mut rows[..];
-            for q in 0..mm {
-                let (run, tail) = std::mem::take(&mut rest).split_at_mut(tx_n);
-                dst[q] = run;
-                rest = tail;
-            }
-            if mm == 2 {
-                transform_into_first::<4, 2>(&taps, &mut dst, tx_n, at2);
-            } else {
-                transform_into_first::<6, 4>(&taps, &mut dst, tx_n, at4);
-            }
-            let row = &mut plane[oy * ow..][..ow];
-            let ys: [&[f32]; M] = std::array::from_fn(|q| &rows[q * tx_n..][..tx_n]);
-            // Whole tiles, then the columns of a last partial one.
-            let full = ow / M;
-            for (tx, out) in row.chunks_exact_mut(M).take(full).enumerate() {
-                for q in 0..M {
-                    out[q] = (ys[q][tx] + bias).max(lo).min(hi);
-                }
-            }
-            for ox in full * M..ow {
-                row[ox] = (ys[ox % M][ox / M] + bias).max(lo).min(hi);
-            }
-        }
-    }
-}
-
-/// `dst[j][t] = f(d)[j]` for the first `O` outputs of `f`, with `d[k] = taps[k][t]`.
-#[inline(always)]
-fn transform_into_first<const A: usize, const O: usize>(
-    taps: &[&[f32]; 6],
-    dst: &mut [&mut [f32]; 6],
-    n: usize,
-    f: impl Fn([f32; A]) -> [f32; A],
-) {
-    let taps: [&[f32]; A] = std::array::from_fn(|k| &taps[k][..n]);
-    let mut out: [&mut [f32]; O] = std::array::from_fn(|_| &mut [][..]);
-    for (o, d) in out.iter_mut().zip(dst.iter_mut()) {
-        *o = &mut std::mem::take(d)[..n];
-    }
-    for t in 0..n {
-        let y = f(std::array::from_fn(|k| taps[k][t]));
-        for j in 0..O {
-            out[j][t] = y[j];
         }
     }
 }
