@@ -73,16 +73,18 @@ pub fn rewrite_typed(model: &mut TypedModel) -> TractResult<TypedReport> {
 }
 
 /// The Winograd tile for a dense convolution, or `None` where the direct [`FastConv`] is as
-/// fast. Measured per layer on ResNet18's shapes (`examples/winograd_bench.rs`, AVX-512):
-/// F(4x4) wins from 14x14 up, F(2x2) on 7x7 (F(4x4) there pads 7 outputs to 8 and its 36
-/// products stream 2.25x the weights); with few channels the transforms cost more than the
-/// products save, so below 64 channels each way the direct convolution stays.
+/// fast. Measured on ResNet18 in the whole model (`examples/engine_bench.rs`, AVX-512, thread
+/// CPU time): F(4x4) on 56x56 and 28x28; F(2x2) on 14x14 (1 ms faster over the model than
+/// F(4x4), whose 36 matrices stream 2.25x the weights of F(2x2)'s 16 from memory, and
+/// fewer tiles fill fewer vectors) and on 7x7 (2.5-3 ms faster than the direct convolution;
+/// F(4x4) there pads 7 outputs to 8). Below 64 channels each way the direct convolution stays
+/// (not measured: the transforms cost the same per tile while the products shrink).
 pub fn winograd_tile(geo: &Geometry, cout: usize) -> Option<Tile> {
     if !winograd_fits(geo) || geo.c < 64 || cout < 64 {
         return None;
     }
     let (oh, ow) = (geo.oh(), geo.ow());
-    if oh.min(ow) >= 14 {
+    if oh.min(ow) >= 28 {
         Some(Tile::F4)
     } else if oh.min(ow) >= 6 {
         Some(Tile::F2)

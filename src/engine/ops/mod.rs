@@ -5,6 +5,8 @@
 //! - [`maxpool`]: max pooling on the same plane loop;
 //! - [`conv`]: dense (group 1) convolution as an implicit matrix product over the same phase
 //!   planes;
+//! - [`winograd`]: dense 3x3 stride-1 convolution by Winograd's F(2x2) / F(4x4) transforms, its
+//!   products on [`conv`]'s kernels;
 //! - [`planes`]: the phase-plane machinery (padding, strides, the per-plane loop) and the
 //!   portable kernels; [`x86`] the AVX-512F and AVX2+FMA kernels, chosen at run time ([`Isa`]).
 //!

@@ -394,8 +394,21 @@ fn conv_vs_tract(
 #[test]
 fn winograd_matches_tract() {
     let mut seed = Rng::new(0x3c0f_fee5);
-    // F(4x4) from 14x14 up, F(2x2) below; output channels not a multiple of any block; a
+    // F(4x4) from 28x28 up, F(2x2) below; output channels not a multiple of any block; a
     // batch of 2; a folded zero Pad; ResNet18's layer-4 shape.
+    conv_vs_tract(
+        &mut seed,
+        1,
+        64,
+        72,
+        30,
+        29,
+        (3, 3),
+        (1, 1),
+        ([1, 0], [1, 2]),
+        None,
+        true,
+    );
     conv_vs_tract(
         &mut seed,
         1,
@@ -480,7 +493,8 @@ fn winograd_only_where_it_gains() {
         pad_right: 1,
     };
     assert_eq!(winograd_tile(&geo(64, 56, 1), 64), Some(Tile::F4));
-    assert_eq!(winograd_tile(&geo(256, 14, 1), 256), Some(Tile::F4));
+    assert_eq!(winograd_tile(&geo(128, 28, 1), 128), Some(Tile::F4));
+    assert_eq!(winograd_tile(&geo(256, 14, 1), 256), Some(Tile::F2));
     assert_eq!(winograd_tile(&geo(512, 7, 1), 512), Some(Tile::F2));
     assert_eq!(winograd_tile(&geo(64, 56, 2), 128), None);
     assert_eq!(winograd_tile(&geo(16, 56, 1), 16), None);
