@@ -2,9 +2,10 @@
 //!
 //! [`rewrite_typed`] runs on the model `into_typed()` returns, before tract declutters it (its
 //! declutter turns 1x1 convolutions into `EinSum` + `Add`, its optimiser the rest into im2col /
-//! matmul or its scalar `DepthWiseConv`): every f32 `Conv` becomes a [`FastConv`] (group 1) or a
-//! [`FastDepthwise`] (one group per channel), with a zero `Pad` in front of it folded into its
-//! padding. The geometry is read from tract's public `Conv` (`pool_spec`, `group`,
+//! matmul or its scalar `DepthWiseConv`): every f32 `Conv` becomes a [`FastConv`] (group 1; a
+//! [`FastWinograd`] for the 3x3 stride-1 ones [`winograd_tile`] picks) or a [`FastDepthwise`]
+//! (one group per channel), with a zero `Pad` in front of it folded into its padding. The
+//! geometry is read from tract's public `Conv` (`pool_spec`, `group`,
 //! `kernel_fmt`) and checked against the node's facts, so a tract upgrade that changes them
 //! fails the engine tests instead of silently leaving convolutions to tract.
 //!
@@ -47,7 +48,7 @@ pub struct TypedReport {
 /// What [`rewrite_optimized`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OptimizedReport {
-    /// ReLU / ReLU6 nodes folded into a [`FastConv`] or [`FastDepthwise`].
+    /// ReLU / ReLU6 nodes folded into a [`FastConv`], [`FastWinograd`] or [`FastDepthwise`].
     pub fused_clips: usize,
     /// `OptMaxPool` nodes now running [`FastMaxPool`].
     pub maxpools: usize,
@@ -191,8 +192,8 @@ fn with_pads(mut geo: Geometry, pads: [usize; 4]) -> Geometry {
 }
 
 /// Replaces the `OptMaxPool` nodes of an optimised model that [`FastMaxPool`] supports, and
-/// folds into each [`FastConv`] / [`FastDepthwise`] the ReLU or ReLU6 that is its only
-/// consumer. Other nodes are left alone.
+/// folds into each [`FastConv`] / [`FastWinograd`] / [`FastDepthwise`] the ReLU or ReLU6 that
+/// is its only consumer. Other nodes are left alone.
 pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport> {
     let mut report = OptimizedReport::default();
     let pools: Vec<usize> = model

@@ -1,11 +1,11 @@
-//! Winograd convolution F(m x m, 3 x 3) for dense 3x3 stride-1 convolutions (16 of ResNet18's
-//! 20): each `m x m` block of outputs comes from an `a x a` input tile (`a = m + 2`, tiles at a
+//! Winograd convolution F(m x m, 3 x 3) for dense 3x3 stride-1 convolutions (13 of ResNet18's
+//! 20 convolutions, most of its FLOPs): each `m x m` block of outputs comes from an `a x a` input tile (`a = m + 2`, tiles at a
 //! stride of `m`) with `a * a` products per channel pair instead of `9 * m * m`.
 //!
 //! 1. at load, every filter `g` becomes `U = G g G^T` (`a * a` matrices `[cout][cin]`), packed
 //!    for the dense convolution's kernels;
-//! 2. input transform: every tile `d` of every channel becomes `V = B^T d B`, scattered into
-//!    `a * a` planes `V[xi][cin][tiles]`;
+//! 2. input transform ([`transform`]): every tile `d` of every channel becomes `V = B^T d B`,
+//!    scattered into `a * a` planes `V[xi][cin][tiles]`;
 //! 3. `a * a` matrix products `M[xi] = U[xi] x V[xi]`: each is a 1x1 convolution over a plane of
 //!    `tiles` pixels, so the dense convolution's kernels run it unchanged (AVX-512: 8 channels x
 //!    3 vectors of tiles; AVX2 4 x 3 vectors of 8; portable). Channels in the lanes (the
