@@ -1,7 +1,8 @@
 //! Per-layer timing of ResNet18's 3x3 stride-1 convolution shapes: the direct dense convolution
 //! ([`FastConv`]) against Winograd F(2x2) and F(4x4) ([`FastWinograd`]), thread CPU time,
 //! median of `--runs` (default 30), one thread, each layer called again and again (its weights
-//! stay in cache, unlike in a whole model: `engine_bench` has the final word).
+//! stay in cache, unlike in a whole model: `engine_bench` has the final word); and the time
+//! the rewrite spends at load transforming one layer's filters.
 //!
 //! ```text
 //! cargo run --release --example winograd_bench -- [--runs N]
@@ -46,8 +47,8 @@ fn main() {
     }
     let isa = Isa::detect();
     println!("# ResNet18 3x3 stride-1 layers, ms per call (thread CPU time, median of {runs}, {isa:?})\n");
-    println!("| cin=cout @ hw | direct | F2 | F4 |");
-    println!("|---|---|---|---|");
+    println!("| cin=cout @ hw | direct | F2 | F4 | load: F2 filters | load: F4 filters |");
+    println!("|---|---|---|---|---|---|");
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
     let mut rand = move |n: usize, scale: f32| -> Vec<f32> {
         (0..n)
@@ -85,6 +86,13 @@ fn main() {
             let op = FastWinograd::new(g, c, 4, tile, &k, &b).unwrap();
             let t = median_ms(runs, || winograd(&op, &x, isa, &mut out));
             row += &format!(" {t:.3} ({:.2}x) |", t / t_direct);
+        }
+        // What the rewrite pays at load: the filter transform (and packing) of one layer.
+        for tile in [Tile::F2, Tile::F4] {
+            let t = median_ms(5, || {
+                std::hint::black_box(FastWinograd::new(g, c, 4, tile, &k, &b).unwrap());
+            });
+            row += &format!(" {t:.2} |");
         }
         println!("{row}");
     }
