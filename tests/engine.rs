@@ -3,7 +3,7 @@
 mod common;
 
 use common::rng::Rng;
-use tagger::engine::ops::{FastConv, FastDepthwise, FastMaxPool};
+use tagger::engine::ops::{FastConv, FastDepthwise, FastMaxPool, FusedConvDepthwise};
 use tagger::engine::rewrite::{rewrite_optimized, rewrite_typed};
 use tagger::models::{embedded_manifest, embedded_onnx};
 use tract_onnx::prelude::*;
@@ -42,8 +42,9 @@ fn count<O: Op>(model: &TypedModel) -> usize {
     model.nodes.iter().filter(|n| n.op_is::<O>()).count()
 }
 
-/// Our graph (the engine's steps) against tract's: logits, and how many nodes run our ops.
-fn same_logits(name: &str, shape: &[usize]) -> (usize, usize, usize) {
+/// Our graph (the engine's steps) against tract's: logits, and how many nodes run our ops
+/// (dense, depthwise, max-pool, fused dense + depthwise pairs).
+fn same_logits(name: &str, shape: &[usize]) -> (usize, usize, usize, usize) {
     let typed = typed(name, shape);
     let plain = typed.clone().into_optimized().unwrap();
     let mut ours = typed;
@@ -63,15 +64,18 @@ fn same_logits(name: &str, shape: &[usize]) -> (usize, usize, usize) {
         count::<FastConv>(&ours),
         count::<FastDepthwise>(&ours),
         count::<FastMaxPool>(&ours),
+        count::<FusedConvDepthwise>(&ours),
     )
 }
 
 #[test]
 fn efficientnet_lite0_runs_every_convolution_on_our_ops() {
-    // Stem, 15 expand, 16 project and the head convolution; 16 depthwise.
+    // Stem, 15 expand, 16 project and the head convolution; 16 depthwise. The expand and
+    // depthwise convolutions of the five blocks on planes past 16x16 (112x112 to 28x28) run
+    // as fused pairs: 28 dense, 11 depthwise and 5 pairs.
     assert_eq!(
         same_logits("efficientnet_lite0", &[1, 3, 224, 224]),
-        (33, 16, 0)
+        (28, 11, 0, 5)
     );
 }
 
@@ -79,14 +83,14 @@ fn efficientnet_lite0_runs_every_convolution_on_our_ops() {
 fn efficientnet_lite0_batch_2_stays_correct() {
     assert_eq!(
         same_logits("efficientnet_lite0", &[2, 3, 224, 224]),
-        (33, 16, 0)
+        (28, 11, 0, 5)
     );
 }
 
 #[test]
 fn resnet18_runs_its_convolutions_and_max_pool_on_our_ops() {
-    assert_eq!(same_logits("resnet18", &[1, 3, 224, 224]), (20, 0, 1));
-    assert_eq!(same_logits("resnet18", &[2, 3, 224, 224]), (20, 0, 1));
+    assert_eq!(same_logits("resnet18", &[1, 3, 224, 224]), (20, 0, 1, 0));
+    assert_eq!(same_logits("resnet18", &[2, 3, 224, 224]), (20, 0, 1, 0));
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! - [`maxpool`]: max pooling on the same plane loop;
 //! - [`conv`]: dense (group 1) convolution as an implicit matrix product over the same phase
 //!   planes;
+//! - [`fused`]: a 1x1 convolution and the depthwise convolution consuming it, run block by
+//!   block so the intermediate planes stay in cache;
 //! - [`planes`]: the phase-plane machinery (padding, strides, the per-plane loop) and the
 //!   portable kernels; [`x86`] the AVX-512F and AVX2+FMA kernels, chosen at run time ([`Isa`]).
 //!
@@ -16,6 +18,7 @@ use std::fmt;
 
 pub mod conv;
 pub mod depthwise;
+pub mod fused;
 pub mod maxpool;
 pub(crate) mod planes;
 #[cfg(test)]
@@ -28,6 +31,7 @@ use tract_onnx::tract_core::internal::{ensure, IntoTValue};
 
 pub use conv::FastConv;
 pub use depthwise::{depthwise, FastDepthwise};
+pub use fused::FusedConvDepthwise;
 pub use maxpool::{maxpool, FastMaxPool};
 
 /// Where a depthwise convolution reads and writes: one spatial 2-D convolution per channel.
