@@ -49,6 +49,9 @@ const LAYERS: &[(&str, usize, usize, usize, usize, usize)] = &[
     ("pw", 320, 1280, 7, 1, 1),
 ];
 
+/// One layer on fixed inputs, writing into the output it is given.
+type Layer = Box<dyn FnMut(&mut [f32])>;
+
 fn thread_cpu() -> Duration {
     let mut t = libc::timespec {
         tv_sec: 0,
@@ -118,7 +121,7 @@ fn main() {
         let (oh, ow) = (g.oh(), g.ow());
         let mut out = vec![0f32; cout * oh * ow];
         let fma = (cout * oh * ow * k * k * if kind == "dw" { 1 } else { cin }) as f64;
-        let mut run: Box<dyn FnMut(&mut [f32])> = if kind == "dw" {
+        let mut run: Layer = if kind == "dw" {
             let w = values(cin * k * k, 2);
             let b = values(cin, 3);
             Box::new(move |out| depthwise(&g, &x, &w, &b, clip, isa, out))

@@ -30,8 +30,9 @@ pub(crate) const CT: usize = 32;
 /// Most output pixels per run of [`pointwise_small`]: 2 x 12 accumulators, per input channel
 /// 2 weight loads and 12 broadcasts for 24 FMAs.
 pub(crate) const PT: usize = 12;
-/// Input channels per pass of [`pointwise_small`]'s tiles (their weights: 8 KB).
-pub(crate) const KC: usize = 64;
+/// Most input channels per pass of [`pointwise_small`]'s tiles (their weights: 16 KB, half of
+/// L1); the passes of one tile split the input channels evenly.
+pub(crate) const KC: usize = 128;
 /// Largest plane (pixels) a pointwise convolution runs channels-in-lanes (14x14 and 7x7 gain
 /// there, 28x28 loses).
 const SMALL_PLANE: usize = 256;

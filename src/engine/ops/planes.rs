@@ -170,6 +170,28 @@ pub(crate) fn run_planes(
     with_buffers(scratch_len, flat_len, |scratch, flat_out| {
         // The padding cells keep this value: every plane overwrites only the interior.
         clear_padding(&setup, scratch, pad);
+        #[cfg(target_arch = "x86_64")]
+        if reduce == Reduce::Conv && isa == Isa::Avx512 && g.sh == 1 && g.sw == 1 && g.kh == g.kw {
+            // Safety: AVX-512F was detected for this `Isa`; the scratch was sized by `setup`.
+            unsafe {
+                match (g.kh, clip) {
+                    (3, false) => {
+                        x86::planes::planes_rows_avx512::<3, 9, false>(&args, planes, out, scratch)
+                    }
+                    (3, true) => {
+                        x86::planes::planes_rows_avx512::<3, 9, true>(&args, planes, out, scratch)
+                    }
+                    (5, false) => {
+                        x86::planes::planes_rows_avx512::<5, 25, false>(&args, planes, out, scratch)
+                    }
+                    (5, true) => {
+                        x86::planes::planes_rows_avx512::<5, 25, true>(&args, planes, out, scratch)
+                    }
+                    (k, _) => unreachable!("no kernel for {k}x{k}"),
+                }
+            }
+            return;
+        }
         let bufs = (scratch, flat_out);
         match g.taps() {
             9 => planes_for::<9>(reduce, isa, clip, &args, planes, out, bufs),

@@ -337,3 +337,122 @@ unsafe fn deinterleave_avx2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     }
     deinterleave_tail(src, even, odd, i);
 }
+
+/// Stride-1 depthwise planes with a `K`x`K` kernel (`T = K * K` taps), [`ROWS`] output rows at
+/// a time: each input row vector is loaded once per column shift and feeds every output row of
+/// the block it belongs to (`(ROWS + K - 1) * K` loads for `ROWS * K * K` FMAs, against one load
+/// per FMA in [`taps_avx512`]); the weights stay in registers for the whole plane.
+///
+/// # Safety
+/// AVX-512F; `scratch` sized by the plane setup (row vectors read up to 15 floats past a row,
+/// inside the phase plane's slack); `out` holds `planes.len()` output planes.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn planes_rows_avx512<const K: usize, const T: usize, const CLIP: bool>(
+    args: &crate::engine::ops::planes::PlaneArgs,
+    planes: std::ops::Range<usize>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let setup = args.setup;
+    let g = &setup.geo;
+    assert!(T == K * K && g.kh == K && g.kw == K && g.sh == 1 && g.sw == 1);
+    let (oh, ow, wq) = (setup.oh, setup.ow, setup.wq);
+    let in_plane = g.h * g.w;
+    let out_plane = oh * ow;
+    assert!(out.len() >= planes.len() * out_plane);
+    let (lo, hi) = (_mm512_set1_ps(args.lo), _mm512_set1_ps(args.hi));
+    let mut ch = planes.start % g.c;
+    for (ix, plane) in planes.enumerate() {
+        let src = &args.x[plane * in_plane..][..in_plane];
+        unsafe { fill_avx512(setup, src, scratch) };
+        let weights = &args.kernel[ch * T..][..T];
+        let mut wv = [_mm512_setzero_ps(); T];
+        for t in 0..T {
+            wv[t] = _mm512_set1_ps(weights[t]);
+        }
+        let b = _mm512_set1_ps(args.bias[ch]);
+        let rows = Rows {
+            base: scratch.as_ptr(),
+            wq,
+            dst: out[ix * out_plane..].as_mut_ptr(),
+            ow,
+            b,
+            lo,
+            hi,
+        };
+        let mut x0 = 0;
+        while x0 < ow {
+            let mask = ((1u32 << (ow - x0).min(16)) - 1) as __mmask16;
+            let mut y0 = 0;
+            unsafe {
+                while y0 + ROWS <= oh {
+                    rows_block::<K, T, ROWS, CLIP>(&rows, &wv, y0, x0, mask);
+                    y0 += ROWS;
+                }
+                if y0 + 2 <= oh {
+                    rows_block::<K, T, 2, CLIP>(&rows, &wv, y0, x0, mask);
+                    y0 += 2;
+                }
+                if y0 < oh {
+                    rows_block::<K, T, 1, CLIP>(&rows, &wv, y0, x0, mask);
+                }
+            }
+            x0 += 16;
+        }
+        ch += 1;
+        if ch == g.c {
+            ch = 0;
+        }
+    }
+}
+
+/// Output rows per block of [`planes_rows_avx512`]: four accumulator chains, with 25 weights
+/// and a loaded row in registers.
+const ROWS: usize = 4;
+
+/// What the row blocks of one plane share.
+struct Rows {
+    /// The padded input plane (stride 1: a single phase).
+    base: *const f32,
+    /// Its row pitch.
+    wq: usize,
+    /// The output plane.
+    dst: *mut f32,
+    /// Output width (the output row pitch).
+    ow: usize,
+    b: __m512,
+    lo: __m512,
+    hi: __m512,
+}
+
+/// Output rows `y0..y0 + R`, columns `x0..` under `mask`: input row `y0 + iy`, shifted by `kx`,
+/// feeds output row `y0 + r` through weight `(iy - r, kx)`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_block<const K: usize, const T: usize, const R: usize, const CLIP: bool>(
+    rows: &Rows,
+    wv: &[__m512; T],
+    y0: usize,
+    x0: usize,
+    mask: __mmask16,
+) {
+    let mut acc = [rows.b; R];
+    for iy in 0..R + K - 1 {
+        let row = unsafe { rows.base.add((y0 + iy) * rows.wq + x0) };
+        for kx in 0..K {
+            let v = unsafe { _mm512_loadu_ps(row.add(kx)) };
+            for r in 0..R {
+                if iy >= r && iy - r < K {
+                    acc[r] = _mm512_fmadd_ps(wv[(iy - r) * K + kx], v, acc[r]);
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        let mut v = acc[r];
+        if CLIP {
+            v = _mm512_min_ps(_mm512_max_ps(v, rows.lo), rows.hi);
+        }
+        unsafe { _mm512_mask_storeu_ps(rows.dst.add((y0 + r) * rows.ow + x0), mask, v) };
+    }
+}
