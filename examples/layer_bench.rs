@@ -11,10 +11,18 @@
 use std::time::Duration;
 
 use tagger::engine::ops::conv::{dense, FastConv};
-use tagger::engine::ops::{depthwise, Clip, Geometry, Isa};
+use tagger::engine::ops::fused::{fused, FusedConvDepthwise};
+use tagger::engine::ops::{depthwise, Clip, FastDepthwise, Geometry, Isa};
 
-/// (kind, cin, cout, size, kernel, stride): "pw" dense 1x1, "dw" depthwise (cin = cout).
+/// (kind, cin, cout, size, kernel, stride): "pw" dense 1x1, "dw" depthwise (cin = cout), "fx"
+/// a 1x1 expansion `cin -> cout` and a depthwise `kernel` / `stride` on it, fused (the engine's
+/// `FusedConvDepthwise`, as the rewrite forms it on planes past 16x16).
 const LAYERS: &[(&str, usize, usize, usize, usize, usize)] = &[
+    ("fx", 16, 96, 112, 3, 2),
+    ("fx", 24, 144, 56, 3, 1),
+    ("fx", 24, 144, 56, 5, 2),
+    ("fx", 40, 240, 28, 5, 1),
+    ("fx", 40, 240, 28, 3, 2),
     ("stem", 3, 32, 224, 3, 2),
     ("dw", 32, 32, 112, 3, 1),
     ("pw", 32, 16, 112, 1, 1),
@@ -120,8 +128,31 @@ fn main() {
         let x = values(cin * size * size, 1);
         let (oh, ow) = (g.oh(), g.ow());
         let mut out = vec![0f32; cout * oh * ow];
-        let fma = (cout * oh * ow * k * k * if kind == "dw" { 1 } else { cin }) as f64;
-        let mut run: Layer = if kind == "dw" {
+        let fma = match kind {
+            "dw" => cout * oh * ow * k * k,
+            "fx" => cout * size * size * cin + cout * oh * ow * k * k,
+            _ => cout * oh * ow * k * k * cin,
+        } as f64;
+        let mut run: Layer = if kind == "fx" {
+            let pw = Geometry {
+                kh: 1,
+                kw: 1,
+                sh: 1,
+                sw: 1,
+                pad_top: 0,
+                pad_left: 0,
+                pad_bottom: 0,
+                pad_right: 0,
+                ..g
+            };
+            let mut conv =
+                FastConv::new(pw, cout, 4, &values(cout * cin, 2), &values(cout, 3)).unwrap();
+            conv.clip = clip;
+            let dw = FastDepthwise::new(Geometry { c: cout, ..g }, 4, clip).unwrap();
+            let op = FusedConvDepthwise::new(conv, dw).unwrap();
+            let (w, b) = (values(cout * k * k, 4), values(cout, 5));
+            Box::new(move |out| fused(&op, &x, &w, &b, isa, out).unwrap())
+        } else if kind == "dw" {
             let w = values(cin * k * k, 2);
             let b = values(cin, 3);
             Box::new(move |out| depthwise(&g, &x, &w, &b, clip, isa, out))
