@@ -34,6 +34,9 @@ use tract_onnx::tract_core::plan::{SimplePlan, SimpleState};
 
 const SHAPE: [usize; 4] = [1, 3, 224, 224];
 
+/// The origin of [`profile`]'s wall-clock readings.
+static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
 struct Args {
     runs: usize,
     models: Vec<String>,
@@ -231,8 +234,21 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Per-node eval time (ms per run) of an optimised model, over `runs` runs after 5 warm-ups.
-fn profile(model: &TypedModel, x: &[f32], runs: usize) -> Vec<(String, String, f64)> {
+/// Per-node eval time (ms per run) of an optimised model, over `runs` runs after 5 warm-ups: wall
+/// time, or with `cpu_time` the thread's CPU time (steadier on a shared machine).
+fn profile(
+    model: &TypedModel,
+    x: &[f32],
+    runs: usize,
+    cpu_time: bool,
+) -> Vec<(String, String, f64)> {
+    let now = || {
+        if cpu_time {
+            thread_cpu()
+        } else {
+            START.elapsed()
+        }
+    };
     let plan = SimplePlan::new(model.clone()).unwrap();
     let mut state = SimpleState::new(&plan).unwrap();
     let tensor = Tensor::from_shape(&SHAPE, x).unwrap();
@@ -242,10 +258,10 @@ fn profile(model: &TypedModel, x: &[f32], runs: usize) -> Vec<(String, String, f
             .run_plan_with_eval(
                 tvec!(tensor.clone().into_tvalue()),
                 |ctx, op_state, node, inputs| {
-                    let t = Instant::now();
+                    let t = now();
                     let r = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
                     if run >= 5 {
-                        times[node.id] += t.elapsed();
+                        times[node.id] += now() - t;
                     }
                     r
                 },
@@ -458,16 +474,18 @@ fn profiles(a: &Args, x: &[f32]) {
         let mut ours = ours.into_optimized().unwrap();
         let report = rewrite_optimized(&mut ours).unwrap();
         let runs = 20;
-        let before = profile(&plain, x, runs);
-        let after = profile(&ours, x, runs);
+        let before = profile(&plain, x, runs, a.cpu_time);
+        let after = profile(&ours, x, runs, a.cpu_time);
         println!(
-            "## Per-op profile, {name} (ms per run, mean of {runs} runs, 1 thread; rewrite: {} dense conv ({} of them Winograd), {} depthwise ({} Pad folded), {} max-pool replaced, {} ReLU/ReLU6 fused, {} convolutions left to tract)",
+            "## Per-op profile, {name} ({} ms per run, mean of {runs} runs, 1 thread; rewrite: {} dense conv ({} of them Winograd), {} depthwise ({} Pad folded), {} max-pool replaced, {} ReLU/ReLU6 fused, {} conv+depthwise pairs fused, {} convolutions left to tract)",
+            if a.cpu_time { "thread CPU" } else { "wall" },
             typed_report.dense + typed_report.winograd,
             typed_report.winograd,
             typed_report.depthwise,
             typed_report.folded_pads,
             report.maxpools,
             report.fused_clips,
+            report.fused_pairs,
             typed_report.skipped.len(),
         );
         println!();
@@ -499,7 +517,8 @@ fn matmul_table(model: &TypedModel, times: &[(String, String, f64)]) {
                 mult.split(" with").next().unwrap_or("").to_string(),
                 dims.iter().product::<usize>() as f64,
             )
-        } else if node.op().name() == "FastConv" || node.op().name() == "FastDepthwise" {
+        } else if ["FastConv", "FastDepthwise", "FusedConvDepthwise"].contains(&&*node.op().name())
+        {
             let facts = model.node_input_facts(node.id).unwrap();
             let cost = node.op.cost(&facts).unwrap();
             let fma = cost

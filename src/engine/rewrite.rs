@@ -12,8 +12,9 @@
 //! [`rewrite_optimized`] runs after `into_optimized()`: `OptMaxPool` nodes become
 //! [`FastMaxPool`], and a ReLU6 (`OptBinChain(Max+Min)` against two scalar constants) or ReLU
 //! (`OptMaxByScalar`) that is the only consumer of one of our convolutions is folded into it
-//! as a clamp (tract only forms those chains while optimising). Everything else stays with
-//! tract.
+//! as a clamp (tract only forms those chains while optimising); then a [`FastDepthwise`] fed by a
+//! 1x1 [`FastConv`] on a large plane becomes one [`FusedConvDepthwise`]. Everything else stays
+//! with tract.
 
 use std::sync::Arc;
 
@@ -24,7 +25,8 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::ops::winograd::winograd_fits;
 use super::ops::{
-    supported_taps, Clip, FastConv, FastDepthwise, FastMaxPool, FastWinograd, Geometry, Tile,
+    supported_taps, Clip, FastConv, FastDepthwise, FastMaxPool, FastWinograd, FusedConvDepthwise,
+    Geometry, Tile,
 };
 
 #[cfg(test)]
@@ -52,6 +54,8 @@ pub struct OptimizedReport {
     pub fused_clips: usize,
     /// `OptMaxPool` nodes now running [`FastMaxPool`].
     pub maxpools: usize,
+    /// [`FastConv`] + [`FastDepthwise`] pairs now running as one [`FusedConvDepthwise`].
+    pub fused_pairs: usize,
 }
 
 /// Which of the engine's ops [`rewrite_typed_with`] may use.
@@ -250,10 +254,52 @@ pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport>
         patch.apply(model)?;
         report.fused_clips += 1;
     }
-    if report.maxpools + report.fused_clips > 0 {
+    report.fused_pairs = fuse_conv_depthwise(model)?;
+    if report.maxpools + report.fused_clips + report.fused_pairs > 0 {
         model.compact()?;
     }
     Ok(report)
+}
+
+/// Replaces each [`FastDepthwise`] whose input is a [`FastConv`] with no other consumer, when
+/// [`FusedConvDepthwise`] can run the pair (a 1x1 convolution on a plane too large for the
+/// channels-in-lanes path), by the fused op; returns how many.
+fn fuse_conv_depthwise(model: &mut TypedModel) -> TractResult<usize> {
+    let depthwise: Vec<usize> = model
+        .nodes
+        .iter()
+        .filter(|n| n.op_is::<FastDepthwise>())
+        .map(|n| n.id)
+        .collect();
+    let mut fused = 0;
+    for id in depthwise {
+        let node = model.node(id);
+        let dw = node.op_as::<FastDepthwise>().unwrap().clone();
+        let producer = model.node(node.inputs[0].node);
+        let Some(conv) = producer.op_as::<FastConv>() else {
+            continue;
+        };
+        if model.outputs.contains(&node.inputs[0])
+            || model.outlet_successors(node.inputs[0]).len() != 1
+        {
+            continue;
+        }
+        let Some(op) = FusedConvDepthwise::new(conv.clone(), dw) else {
+            continue;
+        };
+        let conv_id = producer.id;
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, producer.inputs[0])?;
+        let kernel = patch.tap_model(model, node.inputs[1])?;
+        let bias = patch.tap_model(model, node.inputs[2])?;
+        let wire = patch.wire_node(&node.name, op, &[x, kernel, bias])?;
+        patch.shunt_outside(model, OutletId::new(id, 0), wire[0])?;
+        patch.obliterate(id)?;
+        patch.obliterate(conv_id)?;
+        patch.apply(model)?;
+        fused += 1;
+    }
+    Ok(fused)
 }
 
 /// The [`FastConv`] or [`FastWinograd`] (where [`winograd_tile`] picks one) equivalent to a

@@ -70,9 +70,10 @@ impl TractEngine {
         if options.rewrite {
             let report = rewrite::rewrite_optimized(&mut model).map_err(internal)?;
             log::debug!(
-                "engine rewrite: {} activations fused, {} max-pools",
+                "engine rewrite: {} activations fused, {} max-pools, {} conv+depthwise pairs fused",
                 report.fused_clips,
-                report.maxpools
+                report.maxpools,
+                report.fused_pairs
             );
         }
         let run_options = RunOptions {

@@ -27,8 +27,12 @@ pub(crate) const MR: usize = 8;
 const NV: usize = 3;
 /// Output channels per tile of [`pointwise_small`] (two vectors of 16).
 pub(crate) const CT: usize = 32;
-/// Output pixels per tile of [`pointwise_small`].
-pub(crate) const PT: usize = 7;
+/// Most output pixels per run of [`pointwise_small`]: 2 x 12 accumulators, per input channel
+/// 2 weight loads and 12 broadcasts for 24 FMAs.
+pub(crate) const PT: usize = 12;
+/// Most input channels per pass of [`pointwise_small`]'s tiles (their weights: 16 KB, half of
+/// L1); the passes of one tile split the input channels evenly.
+pub(crate) const KC: usize = 128;
 /// Largest plane (pixels) a pointwise convolution runs channels-in-lanes (14x14 and 7x7 gain
 /// there, 28x28 loses).
 const SMALL_PLANE: usize = 256;
@@ -273,10 +277,7 @@ fn conv_threaded(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) -> TractRe
     }
     let setup = PlaneSetup::new(g, isa.lanes());
     // A 1x1, stride 1, unpadded convolution reads its input where it is: no scratch, no copy.
-    let direct = g.taps() == 1
-        && g.sh == 1
-        && g.sw == 1
-        && g.pad_top + g.pad_left + g.pad_bottom + g.pad_right == 0;
+    let direct = reads_in_place(g);
     let channel_len = if direct {
         g.h * g.w
     } else {
@@ -330,6 +331,87 @@ fn conv_threaded(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) -> TractRe
     })
 }
 
+/// A 1x1, stride-1, unpadded convolution: it reads its input in place (no phase planes).
+fn reads_in_place(g: &Geometry) -> bool {
+    g.taps() == 1
+        && g.sh == 1
+        && g.sw == 1
+        && g.pad_top + g.pad_left + g.pad_bottom + g.pad_right == 0
+}
+
+/// A dense convolution run one weight block ([`MR`] output channels) at a time into a small
+/// buffer, for [`super::fused`]: only 1x1, stride-1, unpadded convolutions on the block path
+/// (not channels-in-lanes), which read their input in place.
+pub(crate) struct BlockRunner<'a> {
+    prepared: Prepared<'a>,
+    isa: Isa,
+}
+
+impl<'a> BlockRunner<'a> {
+    /// The runner for `op` on `isa`, if `op` reads its input in place and its plane is too
+    /// large for the channels-in-lanes path (whatever `isa`, so that which nodes fuse does not
+    /// depend on the CPU).
+    pub(crate) fn new(op: &'a FastConv, isa: Isa) -> Option<BlockRunner<'a>> {
+        let g = &op.geo;
+        if !reads_in_place(g) || op.weights.lanes.is_some() {
+            return None;
+        }
+        let setup = PlaneSetup::new(g, isa.lanes());
+        let plane = g.h * g.w;
+        let koff = (0..g.c).map(|ci| (ci * plane) as u32).collect();
+        let lanes = isa.lanes();
+        // Rows are whole planes' rows (the phase width is the width): flat when it needs fewer
+        // vectors, never a copy.
+        let jobs = if plane.div_ceil(lanes) < g.h * g.w.div_ceil(lanes) {
+            super::planes::jobs(1, plane, 0, 0, lanes)
+        } else {
+            super::planes::jobs(g.h, g.w, g.w, g.w, lanes)
+        };
+        let (lo, hi) = op.clip.map(|c| (c.lo(), c.hi())).unwrap_or((0.0, 0.0));
+        Some(BlockRunner {
+            prepared: Prepared {
+                op,
+                setup,
+                koff,
+                jobs,
+                lo,
+                hi,
+            },
+            isa,
+        })
+    }
+
+    /// Weight blocks.
+    pub(crate) fn blocks(&self) -> usize {
+        self.prepared.op.weights.blocks()
+    }
+
+    /// Output channels `block * MR..` (at most [`MR`], fewer in the last block) of one batch item
+    /// `x` (`cin` planes) into `planes` (`MR` planes of `h * w`, the channels past `cout`
+    /// computed on zero weights).
+    pub(crate) fn run(&self, x: &[f32], block: usize, planes: &mut [f32]) {
+        let g = &self.prepared.op.geo;
+        let plane = g.h * g.w;
+        assert_eq!(x.len(), g.c * plane);
+        assert!(block < self.blocks() && planes.len() >= MR * plane);
+        let mut targets = vec![0usize; self.blocks() * MR];
+        for j in 0..MR {
+            targets[block * MR + j] = planes.as_mut_ptr() as usize + j * plane * 4;
+        }
+        // Safety: `x` holds every plane `koff` points into, the jobs read within a plane (masked
+        // on the SIMD paths); each target holds a whole plane.
+        unsafe {
+            run_blocks(
+                &self.prepared,
+                self.isa,
+                x.as_ptr(),
+                &targets,
+                block..block + 1,
+            )
+        }
+    }
+}
+
 /// Whether a convolution takes the channels-in-lanes path: 1x1, stride 1, no padding, a small
 /// plane (7x7 in EfficientNet-Lite0's last stages), where vectors along the plane would be
 /// mostly empty.
@@ -358,6 +440,7 @@ fn pointwise_small(op: &FastConv, x: &[f32], out: &mut [f32]) -> TractResult<()>
         let on = out[n * op.cout * p..][..op.cout * p].as_mut_ptr() as usize;
         let work = op.cout * p * k;
         tract_linalg::multithread::par_chunks_mut(&mut vec![(); tiles], 1, work, |first, ts| {
+            let mut partial = vec![0f32; p * CT];
             for t in first..first + ts.len() {
                 let valid = (op.cout - t * CT).min(CT);
                 // Safety: AVX-512F detected (the caller checked the `Isa`); tile `t` writes only
@@ -374,6 +457,7 @@ fn pointwise_small(op: &FastConv, x: &[f32], out: &mut [f32]) -> TractResult<()>
                         clip,
                         lo,
                         hi,
+                        &mut partial,
                     )
                 };
             }
@@ -579,6 +663,88 @@ unsafe fn block_portable(
                 }
             }
             unsafe { std::ptr::copy_nonoverlapping(a.as_ptr(), outs[j].add(job.out as usize), n) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ops::testing::Rng;
+
+    /// A 1x1 convolution straight from the definition, in f64, clamped.
+    fn pointwise_reference(
+        g: &Geometry,
+        cout: usize,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        clip: Option<Clip>,
+    ) -> Vec<f32> {
+        let p = g.h * g.w;
+        let mut out = vec![0f32; g.n * cout * p];
+        for n in 0..g.n {
+            for co in 0..cout {
+                for px in 0..p {
+                    let mut acc = b[co] as f64;
+                    for ci in 0..g.c {
+                        acc += w[co * g.c + ci] as f64 * x[(n * g.c + ci) * p + px] as f64;
+                    }
+                    let mut v = acc as f32;
+                    if let Some(c) = clip {
+                        v = v.max(c.lo()).min(c.hi());
+                    }
+                    out[(n * cout + co) * p + px] = v;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pointwise_matches_definition_on_small_and_large_planes() {
+        let mut rng = Rng::new(0xc0ffee);
+        // Small planes (channels in lanes: several input passes, partial tiles and runs) and
+        // planes past them (the block path), with and without a clamp.
+        for (n, cin, cout, h, w) in [
+            (1, 300, 45, 7, 7),
+            (2, 129, 33, 5, 9),
+            (1, 1152, 40, 3, 3),
+            (1, 20, 70, 16, 16),
+            (1, 17, 13, 17, 19),
+        ] {
+            let g = Geometry {
+                n,
+                c: cin,
+                h,
+                w,
+                kh: 1,
+                kw: 1,
+                sh: 1,
+                sw: 1,
+                pad_top: 0,
+                pad_left: 0,
+                pad_bottom: 0,
+                pad_right: 0,
+            };
+            let x = rng.uniforms(-1.0, 1.0, n * cin * h * w);
+            let wts = rng.uniforms(-0.2, 0.2, cout * cin);
+            let bias = rng.uniforms(-1.0, 1.0, cout);
+            for clip in [None, Some(Clip::new(0.0, 0.5))] {
+                let mut op = FastConv::new(g, cout, 4, &wts, &bias).unwrap();
+                op.clip = clip;
+                let want = pointwise_reference(&g, cout, &x, &wts, &bias, clip);
+                for isa in Isa::available() {
+                    let mut got = vec![f32::NAN; want.len()];
+                    dense(&op, &x, isa, &mut got);
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                            "{isa:?} {g:?} -> {cout} {clip:?} at {i}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -7,6 +7,8 @@
 //!   planes;
 //! - [`winograd`]: dense 3x3 stride-1 convolution by Winograd's F(2x2) / F(4x4) transforms, its
 //!   products on [`conv`]'s kernels;
+//! - [`fused`]: a 1x1 convolution and the depthwise convolution consuming it, run block by
+//!   block so the intermediate planes stay in cache;
 //! - [`planes`]: the phase-plane machinery (padding, strides, the per-plane loop) and the
 //!   portable kernels; [`x86`] the AVX-512F and AVX2+FMA kernels, chosen at run time ([`Isa`]).
 //!
@@ -18,6 +20,7 @@ use std::fmt;
 
 pub mod conv;
 pub mod depthwise;
+pub mod fused;
 pub mod maxpool;
 pub(crate) mod planes;
 #[cfg(test)]
@@ -31,6 +34,7 @@ use tract_onnx::tract_core::internal::{ensure, IntoTValue};
 
 pub use conv::FastConv;
 pub use depthwise::{depthwise, FastDepthwise};
+pub use fused::FusedConvDepthwise;
 pub use maxpool::{maxpool, FastMaxPool};
 pub use winograd::{winograd, FastWinograd, Tile};
 

@@ -143,7 +143,15 @@ pub(crate) fn run_planes(
         Reduce::Conv => 0.0,
         Reduce::Max => f32::NEG_INFINITY,
     };
-    let scratch_len = g.sh * g.sw * setup.phase_len;
+    let rows_kernel = cfg!(target_arch = "x86_64")
+        && reduce == Reduce::Conv
+        && isa == Isa::Avx512
+        && g.sh == 1
+        && g.sw == 1
+        && g.kh == g.kw;
+    // Two channels' phase planes for the row kernel ([`x86::planes::planes_rows_avx512`]).
+    let channel_scratch = g.sh * g.sw * setup.phase_len;
+    let scratch_len = channel_scratch * if rows_kernel { 2 } else { 1 };
     let flat_len = if setup.flat {
         (setup.oh * setup.wq).next_multiple_of(LANES_MAX)
     } else {
@@ -169,7 +177,32 @@ pub(crate) fn run_planes(
     let clip = clip.is_some();
     with_buffers(scratch_len, flat_len, |scratch, flat_out| {
         // The padding cells keep this value: every plane overwrites only the interior.
-        clear_padding(&setup, scratch, pad);
+        for channel in scratch.chunks_exact_mut(channel_scratch) {
+            clear_padding(&setup, channel, pad);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if rows_kernel {
+            // Safety: AVX-512F was detected for this `Isa`; the scratch holds two channels'
+            // phase planes as sized by `setup`, their padding cleared.
+            unsafe {
+                match (g.kh, clip) {
+                    (3, false) => {
+                        x86::planes::planes_rows_avx512::<3, 9, false>(&args, planes, out, scratch)
+                    }
+                    (3, true) => {
+                        x86::planes::planes_rows_avx512::<3, 9, true>(&args, planes, out, scratch)
+                    }
+                    (5, false) => {
+                        x86::planes::planes_rows_avx512::<5, 25, false>(&args, planes, out, scratch)
+                    }
+                    (5, true) => {
+                        x86::planes::planes_rows_avx512::<5, 25, true>(&args, planes, out, scratch)
+                    }
+                    (k, _) => unreachable!("no kernel for {k}x{k}"),
+                }
+            }
+            return;
+        }
         let bufs = (scratch, flat_out);
         match g.taps() {
             9 => planes_for::<9>(reduce, isa, clip, &args, planes, out, bufs),

@@ -581,6 +581,32 @@ fn dense_matches_tract_on_random_shapes() {
 }
 
 #[test]
+fn pointwise_matches_tract_over_several_input_passes() {
+    // Small planes take the channels-in-lanes path, whose tiles go through the input channels
+    // in passes of `KC`: several passes, a partial last pass and tile, odd plane sizes.
+    let mut seed = Rng::new(0x5eed_0c0c);
+    for (n, cin, cout, h, w) in [
+        (1, 150, 40, 9, 7),
+        (2, 200, 33, 7, 7),
+        (1, 64, 32, 5, 5),
+        (1, 129, 70, 14, 14),
+        (1, 1152, 192, 7, 7),
+    ] {
+        dense_vs_tract(
+            &mut seed,
+            n,
+            cin,
+            cout,
+            h,
+            w,
+            (1, 1),
+            (1, 1),
+            ([0, 0], [0, 0]),
+        );
+    }
+}
+
+#[test]
 fn dense_folds_a_zero_pad() {
     let mut seed = Rng::new(77);
     // EfficientNet-Lite0's stem: Pad (0, 1, 0, 1), then a valid 3x3 stride 2.

@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::engine::ops::conv::{CT, MR, PT};
+use crate::engine::ops::conv::{CT, KC, MR, PT};
 use crate::engine::ops::planes::Job;
 
 /// How far ahead (floats) the kernels prefetch their weights: 4 KB, 128 steps of `k`.
@@ -120,8 +120,16 @@ unsafe fn block_n_avx512<const R: usize, const V: usize, const CLIP: bool>(
     }
 }
 
-/// One tile of [`crate::engine::ops::conv`]'s `pointwise_small`: [`CT`] output channels over every pixel of the
-/// plane, [`PT`] pixels at a time.
+/// One tile of [`crate::engine::ops::conv`]'s `pointwise_small`: [`CT`] output channels over
+/// every pixel of the plane, in runs of at most [`PT`] pixels of nearly equal length (49
+/// pixels go as 10+10+10+10+9, not 12+12+12+12+1: a short run pays the weight loads for few
+/// FMAs). The input channels go in even passes of at most [`KC`], every run through one pass
+/// before the next, the partial sums parked in `partial` (`p * CT` floats, pixel-major): a
+/// pass's weights come from memory once and then from L1 for the other runs, instead of the
+/// whole tile's weights (up to 147 KB for 1152 inputs) streaming from memory during the first
+/// run. The last pass parks its clamped sums too; they then go out channel by channel (a
+/// gather of 16 pixels from `partial`, a contiguous store), not as scatters over 16 channel
+/// planes.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn pointwise_tile(
@@ -135,56 +143,123 @@ pub(crate) unsafe fn pointwise_tile(
     clip: bool,
     lo: f32,
     hi: f32,
+    partial: &mut [f32],
 ) {
-    let mut p0 = 0;
+    assert!(partial.len() >= p * CT);
+    let runs = p.div_ceil(PT);
+    let (short, longer) = (p / runs, p % runs);
+    let part = partial.as_mut_ptr();
+    let passes = k.div_ceil(KC);
+    let per_pass = k.div_ceil(passes);
     unsafe {
-        while p0 < p {
-            let n = (p - p0).min(PT);
-            macro_rules! go {
-                ($n:literal) => {
-                    if clip {
-                        pointwise_px::<$n, true>(x, p, k, weights, bias, valid, out, p0, lo, hi)
-                    } else {
-                        pointwise_px::<$n, false>(x, p, k, weights, bias, valid, out, p0, lo, hi)
-                    }
-                };
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = (k - k0).min(per_pass);
+            let pass = Pass {
+                x: x.add(k0 * p),
+                p,
+                kc,
+                weights: weights.add(k0 * CT),
+                first: k0 == 0,
+                last: k0 + kc == k,
+            };
+            let mut p0 = 0;
+            for run in 0..runs {
+                let n = short + (run < longer) as usize;
+                macro_rules! go {
+                    ($n:literal) => {
+                        if clip {
+                            pointwise_px::<$n, true>(&pass, bias, p0, lo, hi, part)
+                        } else {
+                            pointwise_px::<$n, false>(&pass, bias, p0, lo, hi, part)
+                        }
+                    };
+                }
+                match n {
+                    12 => go!(12),
+                    11 => go!(11),
+                    10 => go!(10),
+                    9 => go!(9),
+                    8 => go!(8),
+                    7 => go!(7),
+                    6 => go!(6),
+                    5 => go!(5),
+                    4 => go!(4),
+                    3 => go!(3),
+                    2 => go!(2),
+                    _ => go!(1),
+                }
+                p0 += n;
             }
-            match n {
-                7 => go!(7),
-                6 => go!(6),
-                5 => go!(5),
-                4 => go!(4),
-                3 => go!(3),
-                2 => go!(2),
-                _ => go!(1),
+            k0 += kc;
+        }
+        // Pixel-major sums to channel planes: per channel, 16 pixels at a time.
+        let index = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(CT as i32),
+        );
+        for c in 0..valid {
+            let mut q = 0;
+            while q < p {
+                let mask = ((1u32 << (p - q).min(16)) - 1) as __mmask16;
+                let v = _mm512_mask_i32gather_ps::<4>(
+                    _mm512_setzero_ps(),
+                    mask,
+                    index,
+                    part.add(q * CT + c) as _,
+                );
+                _mm512_mask_storeu_ps(out.add(c * p + q), mask, v);
+                q += 16;
             }
-            p0 += n;
         }
     }
 }
 
+/// One pass of [`pointwise_tile`] over `kc` input channels.
+struct Pass {
+    /// The pass's first input channel plane.
+    x: *const f32,
+    /// Pixels per plane.
+    p: usize,
+    kc: usize,
+    /// The pass's weights, `[kc][CT]`.
+    weights: *const f32,
+    /// Start from the bias (else from the partial sums).
+    first: bool,
+    /// Clamp the sums (the last pass).
+    last: bool,
+}
+
+/// `N` pixels from `p0` x [`CT`] channels through one pass: the accumulators start from the
+/// bias or the parked partial sums (`partial[(p0 + q) * CT..]`) and go back there (clamped after
+/// the last pass).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn pointwise_px<const N: usize, const CLIP: bool>(
-    x: *const f32,
-    p: usize,
-    k: usize,
-    weights: *const f32,
+    pass: &Pass,
     bias: &[f32],
-    valid: usize,
-    out: *mut f32,
     p0: usize,
     lo: f32,
     hi: f32,
+    partial: *mut f32,
 ) {
+    let p = pass.p;
     unsafe {
-        let b0 = _mm512_loadu_ps(bias.as_ptr());
-        let b1 = _mm512_loadu_ps(bias.as_ptr().add(16));
-        let mut acc = [[b0; N], [b1; N]];
-        let mut w = weights;
-        let mut xp = x.add(p0);
-        for _ in 0..k {
+        let park = partial.add(p0 * CT);
+        let mut acc = [[_mm512_setzero_ps(); N]; 2];
+        for q in 0..N {
+            for j in 0..2 {
+                acc[j][q] = if pass.first {
+                    _mm512_loadu_ps(bias.as_ptr().add(16 * j))
+                } else {
+                    _mm512_loadu_ps(park.add(q * CT + 16 * j))
+                };
+            }
+        }
+        let mut w = pass.weights;
+        let mut xp = pass.x.add(p0);
+        for _ in 0..pass.kc {
             _mm_prefetch::<_MM_HINT_T0>(w.add(LANES_PREFETCH) as *const i8);
             let w0 = _mm512_loadu_ps(w);
             let w1 = _mm512_loadu_ps(w.add(16));
@@ -197,23 +272,13 @@ unsafe fn pointwise_px<const N: usize, const CLIP: bool>(
             xp = xp.add(p);
         }
         let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-        let index = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(p as i32),
-        );
-        for j in 0..2 {
-            let lanes = valid.saturating_sub(16 * j).min(16);
-            if lanes == 0 {
-                continue;
-            }
-            let mask = ((1u32 << lanes) - 1) as __mmask16;
-            for q in 0..N {
+        for q in 0..N {
+            for j in 0..2 {
                 let mut v = acc[j][q];
-                if CLIP {
+                if CLIP && pass.last {
                     v = _mm512_min_ps(_mm512_max_ps(v, lov), hiv);
                 }
-                let at = out.add(16 * j * p + p0 + q);
-                _mm512_mask_i32scatter_ps::<4>(at as _, mask, index, v);
+                _mm512_storeu_ps(park.add(q * CT + 16 * j), v);
             }
         }
     }

@@ -118,10 +118,9 @@ unsafe fn taps_avx512<const T: usize, const CLIP: bool>(
     out: *mut f32,
     jobs: &[Job],
 ) {
-    let mut wv = [_mm512_setzero_ps(); T];
-    for t in 0..T {
-        wv[t] = _mm512_set1_ps(w[t]);
-    }
+    // The weights stay scalars, broadcast by each FMA from memory: 25 weight vectors do not fit
+    // in registers next to the accumulators, and spilling them costs 25 vector stores a plane.
+    let wv = |t: usize| _mm512_set1_ps(w[t]);
     let b = _mm512_set1_ps(bias);
     let zero = _mm512_setzero_ps();
     let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
@@ -145,16 +144,16 @@ unsafe fn taps_avx512<const T: usize, const CLIP: bool>(
             while t + 1 < T {
                 for u in 0..UNROLL {
                     let x = _mm512_loadu_ps(src[t].add(at[u]));
-                    even[u] = _mm512_fmadd_ps(wv[t], x, even[u]);
+                    even[u] = _mm512_fmadd_ps(wv(t), x, even[u]);
                     let x = _mm512_loadu_ps(src[t + 1].add(at[u]));
-                    odd[u] = _mm512_fmadd_ps(wv[t + 1], x, odd[u]);
+                    odd[u] = _mm512_fmadd_ps(wv(t + 1), x, odd[u]);
                 }
                 t += 2;
             }
             if t < T {
                 for u in 0..UNROLL {
                     let x = _mm512_loadu_ps(src[t].add(at[u]));
-                    even[u] = _mm512_fmadd_ps(wv[t], x, even[u]);
+                    even[u] = _mm512_fmadd_ps(wv(t), x, even[u]);
                 }
             }
         }
@@ -167,7 +166,7 @@ unsafe fn taps_avx512<const T: usize, const CLIP: bool>(
         let mut acc = [b, zero, zero, zero];
         for t in 0..T {
             let x = unsafe { _mm512_loadu_ps(src[t].add(at)) };
-            acc[t % 4] = _mm512_fmadd_ps(wv[t], x, acc[t % 4]);
+            acc[t % 4] = _mm512_fmadd_ps(wv(t), x, acc[t % 4]);
         }
         let v = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
         store(job, v);
@@ -336,4 +335,148 @@ unsafe fn deinterleave_avx2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
         }
     }
     deinterleave_tail(src, even, odd, i);
+}
+
+/// Stride-1 depthwise planes with a `K`x`K` kernel (`T = K * K` taps), [`ROWS`] output rows at
+/// a time: each input row vector is loaded once per column shift and feeds every output row of
+/// the block it belongs to (`(ROWS + K - 1) * K` loads for `ROWS * K * K` FMAs, against one load
+/// per FMA in [`taps_avx512`]).
+///
+/// # Safety
+/// AVX-512F; `scratch` two planes' worth as sized by the plane setup, their padding cleared
+/// (row vectors read up to 15 floats past a row, inside the phase plane's slack); `out` holds
+/// `planes.len()` output planes.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn planes_rows_avx512<const K: usize, const T: usize, const CLIP: bool>(
+    args: &crate::engine::ops::planes::PlaneArgs,
+    planes: std::ops::Range<usize>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let setup = args.setup;
+    let g = &setup.geo;
+    assert!(T == K * K && g.kh == K && g.kw == K && g.sh == 1 && g.sw == 1);
+    let (oh, ow, wq) = (setup.oh, setup.ow, setup.wq);
+    let in_plane = g.h * g.w;
+    let out_plane = oh * ow;
+    assert!(out.len() >= planes.len() * out_plane);
+    let (lo, hi) = (_mm512_set1_ps(args.lo), _mm512_set1_ps(args.hi));
+    // Two scratch planes, taking turns: the next plane is copied in before this one is
+    // computed, so the kernel's loads never wait on the copy's stores still in flight (on small
+    // planes that wait cost as much as the FMAs).
+    let half = scratch.len() / 2;
+    assert!(half >= setup.phase_len);
+    let (first, second) = scratch.split_at_mut(half);
+    let buffers = [first, second];
+    let count = planes.len();
+    if count > 0 {
+        let src = &args.x[planes.start * in_plane..][..in_plane];
+        unsafe { fill_avx512(setup, src, buffers[0]) };
+    }
+    let mut ch = planes.start % g.c;
+    for (ix, plane) in planes.enumerate() {
+        if ix + 1 < count {
+            let src = &args.x[(plane + 1) * in_plane..][..in_plane];
+            unsafe { fill_avx512(setup, src, buffers[(ix + 1) % 2]) };
+        }
+        let scratch = &*buffers[ix % 2];
+        // Scalars, broadcast by each FMA from memory: 25 weight vectors would not stay in
+        // registers next to the accumulators, and spilling them costs 25 vector stores a plane.
+        let wv: &[f32; T] = args.kernel[ch * T..][..T].try_into().unwrap();
+        let b = _mm512_set1_ps(args.bias[ch]);
+        let rows = Rows {
+            base: scratch.as_ptr(),
+            wq,
+            dst: out[ix * out_plane..].as_mut_ptr(),
+            ow,
+            b,
+            lo,
+            hi,
+        };
+        let mut x0 = 0;
+        while x0 < ow {
+            let mask = ((1u32 << (ow - x0).min(16)) - 1) as __mmask16;
+            let mut y0 = 0;
+            unsafe {
+                while y0 + ROWS <= oh {
+                    rows_block::<K, T, ROWS, CLIP>(&rows, wv, y0, x0, mask);
+                    y0 += ROWS;
+                }
+                match oh - y0 {
+                    3 => rows_block::<K, T, 3, CLIP>(&rows, wv, y0, x0, mask),
+                    2 => rows_block::<K, T, 2, CLIP>(&rows, wv, y0, x0, mask),
+                    1 => rows_block::<K, T, 1, CLIP>(&rows, wv, y0, x0, mask),
+                    _ => {}
+                }
+            }
+            x0 += 16;
+        }
+        ch += 1;
+        if ch == g.c {
+            ch = 0;
+        }
+    }
+}
+
+/// Output rows per block of [`planes_rows_avx512`]: four accumulator chains, with 25 weights
+/// and a loaded row in registers.
+const ROWS: usize = 4;
+
+/// What the row blocks of one plane share.
+struct Rows {
+    /// The padded input plane (stride 1: a single phase).
+    base: *const f32,
+    /// Its row pitch.
+    wq: usize,
+    /// The output plane.
+    dst: *mut f32,
+    /// Output width (the output row pitch).
+    ow: usize,
+    b: __m512,
+    lo: __m512,
+    hi: __m512,
+}
+
+/// Output rows `y0..y0 + R`, columns `x0..` under `mask`: input row `y0 + iy`, shifted by `kx`,
+/// feeds output row `y0 + r` through weight `(iy - r, kx)`. Blocks of fewer than [`ROWS`] rows
+/// keep two sums per row (even and odd input rows), so that at least four FMA chains overlap.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_block<const K: usize, const T: usize, const R: usize, const CLIP: bool>(
+    rows: &Rows,
+    wv: &[f32; T],
+    y0: usize,
+    x0: usize,
+    mask: __mmask16,
+) {
+    let mut acc = [rows.b; R];
+    let mut odd = [_mm512_setzero_ps(); R];
+    let split = R < ROWS;
+    for iy in 0..R + K - 1 {
+        let row = unsafe { rows.base.add((y0 + iy) * rows.wq + x0) };
+        for kx in 0..K {
+            let v = unsafe { _mm512_loadu_ps(row.add(kx)) };
+            for r in 0..R {
+                if iy >= r && iy - r < K {
+                    let w = _mm512_set1_ps(wv[(iy - r) * K + kx]);
+                    if split && iy % 2 == 1 {
+                        odd[r] = _mm512_fmadd_ps(w, v, odd[r]);
+                    } else {
+                        acc[r] = _mm512_fmadd_ps(w, v, acc[r]);
+                    }
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        let mut v = if split {
+            _mm512_add_ps(acc[r], odd[r])
+        } else {
+            acc[r]
+        };
+        if CLIP {
+            v = _mm512_min_ps(_mm512_max_ps(v, rows.lo), rows.hi);
+        }
+        unsafe { _mm512_mask_storeu_ps(rows.dst.add((y0 + r) * rows.ow + x0), mask, v) };
+    }
 }
