@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
-use super::{rewrite, Engine, EngineOptions};
+use super::{onnx_read, rewrite, Engine, EngineOptions};
 use crate::error::{Error, Result};
 
 type Plan = Arc<TypedRunnableModel>;
@@ -39,11 +39,11 @@ impl TractEngine {
     pub fn load_with(onnx: &[u8], shape: &[usize], options: &EngineOptions) -> Result<TractEngine> {
         let internal = |e: TractError| Error::Internal(format!("loading model: {e:#}"));
         let mut stages = Stages::start();
-        let parsed = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(onnx))
-            .map_err(internal)?;
+        let parsed = onnx_read::read(onnx).map_err(internal)?;
         stages.lap("parse");
+        let parsed_weights = parsed.weights_in_place;
         let mut model = parsed
+            .model
             .with_input_fact(0, f32::fact(shape).into())
             .map_err(internal)?
             .into_typed()
@@ -79,7 +79,10 @@ impl TractEngine {
             .into_runnable_with_options(&run_options)
             .map_err(internal)?;
         stages.lap("fuse + plan");
-        log::debug!("engine load {shape:?}: {stages}");
+        log::debug!(
+            "engine load {shape:?}: {stages} ({} weights read in place)",
+            parsed_weights
+        );
         Ok(TractEngine {
             plan,
             shape: shape.to_vec(),
