@@ -231,13 +231,31 @@ fn read_stripped(onnx: &[u8], stripped: &Stripped) -> TractResult<InferenceModel
             placeholder.as_deref() == Some(&[0, k + 1][..]),
             "the node of {name} is not its placeholder"
         );
-        // Safety: `from_raw` reads the bytes as little-endian f32 (ONNX's raw_data encoding, as
-        // tract's own loader does) after checking their length against the shape.
-        let tensor = Arc::new(unsafe { Tensor::from_raw::<f32>(&dims, &onnx[bytes])? });
+        let tensor = Arc::new(weight_tensor(&dims, &onnx[bytes])?);
         node.outputs[0].fact = InferenceFact::from(TypedFact::try_from(tensor.clone())?);
         node.op = Const::new(tensor)?.into();
     }
     Ok(model)
+}
+
+/// An f32 tensor of shape `dims` holding `bytes` (ONNX's `raw_data`: little-endian, as tract's
+/// own loader reads it), its fresh pages mapped in one go before the copy.
+fn weight_tensor(dims: &[usize], bytes: &[u8]) -> TractResult<Tensor> {
+    let len = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .context("shape overflows")?;
+    ensure!(
+        len.checked_mul(4) == Some(bytes.len()),
+        "{} bytes of raw data for shape {dims:?}",
+        bytes.len()
+    );
+    // Safety: every byte is written by the copy below before the tensor is read.
+    let mut tensor = unsafe { Tensor::uninitialized::<f32>(dims)? };
+    let data = tensor.as_bytes_mut();
+    super::memory::populate_for_write(data);
+    data.copy_from_slice(bytes);
+    Ok(tensor)
 }
 
 const VARINT: u8 = 0;
