@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Times exec -> first `GET /readyz` 200 of `tagger serve`, interleaving several binaries, and
-prints per binary the median wall time, the process CPU time until ready and the RSS at ready.
+prints per binary the median wall time, the process CPU time until ready, the RSS at ready
+and its peak while loading.
 Standard library only.
 
     python3 examples/startup_bench.py [--runs 15] BINARY [BINARY...]
 
 Each start polls /readyz on loopback every 2 ms (a fresh connection each time); once it answers
-200 the RSS is read from /proc/PID/status and the process is killed (SIGKILL), and its CPU
+200 the RSS and its peak are read from /proc/PID/status and the process is killed (SIGKILL), and its CPU
 time comes from wait4's rusage (user + system, all threads). The binaries take turns, so a
 neighbour's load hits them alike. Extra environment: TAGGER_ARGS (added to `serve`).
 """
@@ -38,11 +39,14 @@ def readyz_status(port):
 
 
 def rss_mb(pid):
+    """The resident set now and its peak so far (VmRSS, VmHWM), in MB."""
+    values = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", float("nan")), values.get("VmHWM", float("nan"))
 
 
 def one_start(binary, timeout=20.0):
@@ -79,12 +83,14 @@ def main():
     for binary, runs in results.items():
         walls = sorted(r[0] * 1e3 for r in runs)
         cpus = [r[1] * 1e3 for r in runs]
-        rss = [r[2] for r in runs]
+        rss = [r[2][0] for r in runs]
+        peak = [r[2][1] for r in runs]
         print(
             f"{binary}: exec -> /readyz 200 median {statistics.median(walls):.0f} ms "
             f"(min {walls[0]:.0f}, max {walls[-1]:.0f}, n={len(walls)}); "
             f"CPU until ready median {statistics.median(cpus):.0f} ms; "
-            f"RSS at ready median {statistics.median(rss):.0f} MB"
+            f"RSS at ready median {statistics.median(rss):.0f} MB (peak while loading "
+            f"{statistics.median(peak):.0f} MB)"
         )
 
 
