@@ -1,10 +1,10 @@
 //! Giving memory back once the models are loaded.
 //!
-//! Loading reads every embedded ONNX file once (tract copies the weights out of it), which
-//! faults the file's pages of the binary into the process: tens of megabytes that are never
-//! read again. Parsing also allocates and frees a few copies of the weights (the protobuf, the
-//! inference model, the unoptimised graph); glibc keeps much of that freed memory inside its
-//! arenas. Both are returned to the kernel here; neither changes what the process computes.
+//! Loading reads every embedded ONNX file once (each weight is copied out of it into tract's
+//! constants, see [`super::onnx_read`]), which faults the file's pages of the binary into the
+//! process: tens of megabytes that are never read again. Those constants are freed once the
+//! ops have packed them, and glibc keeps part of such freed memory inside its arenas. Both are
+//! returned to the kernel here; neither changes what the process computes.
 //!
 //! Before that, [`populate_for_write`] maps the fresh pages a weight is about to be copied into
 //! in one system call rather than one page fault per page.

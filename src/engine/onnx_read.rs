@@ -12,8 +12,9 @@
 //! placeholder of a shape no other initializer has (`[0, k]`), so the graph tract builds has
 //! the same nodes, names and edges as from the whole file; the placeholder's constant is then
 //! given the real tensor. Whatever this path cannot vouch for (a layout it does not handle, a
-//! placeholder tract merged with another constant) falls back to tract's reading of the whole
-//! file, so the model is always the one the bytes describe.
+//! placeholder tract merged with another constant, two equal weights that tract would have
+//! shared) falls back to tract's reading of the whole file, so the model is always the one the
+//! bytes describe.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -204,6 +205,15 @@ fn read_stripped(onnx: &[u8], stripped: &Stripped) -> TractResult<InferenceModel
         // constants, and no two placeholders (nor, checked below, anything else) are equal.
         init.dims = vec![0, k as i64 + 1];
         init.float_data.clear();
+    }
+    // tract's parser gives equal initializers one shared constant; placeholders would not.
+    for (i, (name, dims, bytes)) in weights.iter().enumerate() {
+        for (other, other_dims, other_bytes) in &weights[..i] {
+            ensure!(
+                dims != other_dims || onnx[bytes.clone()] != onnx[other_bytes.clone()],
+                "initializers {other} and {name} are equal"
+            );
+        }
     }
     let parsed = tract_onnx::onnx().parse(&proto, None)?;
     ensure!(

@@ -223,3 +223,15 @@ fn the_structure_decodes_without_the_weights() {
     }
     assert!(decode_without_weights(b"\xff\xff").is_err());
 }
+
+#[test]
+fn equal_weights_are_left_to_tract_which_shares_them() {
+    let len = 20_000;
+    let mut twin = add_model(len, vec![]).graph.unwrap().initializer.remove(0);
+    twin.name = "w_again".into();
+    let onnx = add_model(len, vec![twin]).encode_to_vec();
+    assert_eq!(strip_weights(&onnx).unwrap().unwrap().weights.len(), 2);
+    let read = read(&onnx).unwrap();
+    assert_eq!(read.weights_in_place, 0);
+    assert_same_model(&read.model, &tract_reading(&onnx));
+}
