@@ -3,6 +3,7 @@ use tract_onnx::pb::{
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
+use super::strip::{write_len_field, MIN_STRIPPED_BYTES};
 use super::*;
 use crate::models::{embedded_manifest, embedded_onnx, ModelName};
 
