@@ -10,11 +10,11 @@
 //! tract parses that, and each of those weights is copied once, straight from the ONNX bytes,
 //! into the tensor tract's constant holds. While tract parses, a stripped initializer carries
 //! an empty placeholder of a shape no other initializer has (`[0, k]`), so the graph tract
-//! builds has the same nodes, names and edges as from the whole file; the placeholder's constant is then
-//! given the real tensor. Whatever this path cannot vouch for (a layout it does not handle, a
-//! placeholder tract merged with another constant, two equal weights that tract would have
-//! shared) falls back to tract's reading of the whole file, so the model is always the one the
-//! bytes describe.
+//! builds has the same nodes, names and edges as from the whole file; the placeholder's
+//! constant is then given the real tensor. Whatever this path cannot vouch for (a layout it
+//! does not handle, a placeholder tract merged with another constant, two equal weights that
+//! tract would have shared) falls back to tract's reading of the whole file, so the model is
+//! always the one the bytes describe.
 
 use std::sync::Arc;
 
