@@ -186,12 +186,10 @@ pub fn load(name: ModelName, path: &Path) -> Result<ModelFile, ModelFileError> {
     })
 }
 
-/// The ONNX graph parses and has the manifest's input and output (a cheap protobuf read; the
-/// engine loads it later).
+/// The ONNX graph parses and has the manifest's input and output (a protobuf read without
+/// the weights' payloads; the engine loads them later).
 fn check_graph(onnx: &[u8], manifest: &Manifest) -> Result<(), String> {
-    use tract_onnx::prelude::Framework;
-    let proto = tract_onnx::onnx()
-        .proto_model_for_read(&mut &onnx[..])
+    let proto = crate::engine::onnx_read::decode_without_weights(onnx)
         .map_err(|e| format!("not an ONNX model: {e}"))?;
     let graph = proto.graph.ok_or("the ONNX model has no graph")?;
     let has =

@@ -2,11 +2,13 @@
 //! tested with fake models, and so tract stays out of everything else.
 //!
 //! - [`tract`]: [`TractEngine`], a tract plan optimised once for a fixed input shape;
+//! - [`onnx_read`]: ONNX bytes into tract's model, copying the large weights once;
 //! - [`rewrite`]: the graph passes that swap tract's convolutions and max-pools for ours;
 //! - [`ops`]: our tract ops (dense and depthwise convolution, max-pool) and their kernels;
 //! - [`memory`]: giving the loader's transient memory back to the kernel.
 
 pub mod memory;
+pub mod onnx_read;
 pub mod ops;
 pub mod rewrite;
 pub mod tract;

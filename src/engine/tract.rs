@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
-use super::{rewrite, Engine, EngineOptions};
+use super::{onnx_read, rewrite, Engine, EngineOptions};
 use crate::error::{Error, Result};
 
 type Plan = Arc<TypedRunnableModel>;
@@ -39,11 +39,11 @@ impl TractEngine {
     pub fn load_with(onnx: &[u8], shape: &[usize], options: &EngineOptions) -> Result<TractEngine> {
         let internal = |e: TractError| Error::Internal(format!("loading model: {e:#}"));
         let mut stages = Stages::start();
-        let parsed = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(onnx))
-            .map_err(internal)?;
+        let parsed = onnx_read::read(onnx).map_err(internal)?;
         stages.lap("parse");
+        let parsed_weights = parsed.weights_in_place;
         let mut model = parsed
+            .model
             .with_input_fact(0, f32::fact(shape).into())
             .map_err(internal)?
             .into_typed()
@@ -85,7 +85,10 @@ impl TractEngine {
             .into_runnable_with_options(&run_options)
             .map_err(internal)?;
         stages.lap("fuse + plan");
-        log::debug!("engine load {shape:?}: {stages}");
+        log::debug!(
+            "engine load {shape:?}: {stages} ({} weights read in place)",
+            parsed_weights
+        );
         Ok(TractEngine {
             plan,
             shape: shape.to_vec(),
@@ -93,35 +96,55 @@ impl TractEngine {
     }
 }
 
-/// Wall time of each loading stage, for the debug log (where start-up time goes).
+/// Wall and CPU time of each loading stage, for the debug log (where start-up time goes). The
+/// CPU time is the loading thread's own: on a shared machine the wall time also counts the
+/// time other processes held the core.
 struct Stages {
-    last: std::time::Instant,
-    laps: Vec<(&'static str, std::time::Duration)>,
+    last: (std::time::Instant, std::time::Duration),
+    laps: Vec<(&'static str, std::time::Duration, std::time::Duration)>,
 }
 
 impl Stages {
     fn start() -> Stages {
         Stages {
-            last: std::time::Instant::now(),
+            last: (std::time::Instant::now(), thread_cpu_time()),
             laps: vec![],
         }
     }
 
     fn lap(&mut self, name: &'static str) {
-        let now = std::time::Instant::now();
-        self.laps.push((name, now - self.last));
+        let now = (std::time::Instant::now(), thread_cpu_time());
+        self.laps
+            .push((name, now.0 - self.last.0, now.1.saturating_sub(self.last.1)));
         self.last = now;
     }
 }
 
 impl std::fmt::Display for Stages {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (name, d)) in self.laps.iter().enumerate() {
+        for (i, (name, wall, cpu)) in self.laps.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
-            write!(f, "{sep}{name} {:.1} ms", d.as_secs_f64() * 1e3)?;
+            let ms = |d: &std::time::Duration| d.as_secs_f64() * 1e3;
+            write!(f, "{sep}{name} {:.1} ms (cpu {:.1})", ms(wall), ms(cpu))?;
         }
         Ok(())
     }
+}
+
+/// CPU time the calling thread has used (zero where unknown).
+fn thread_cpu_time() -> std::time::Duration {
+    #[cfg(unix)]
+    {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // Safety: clock_gettime writes one timespec, which `t` is.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0 {
+            return std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32);
+        }
+    }
+    std::time::Duration::ZERO
 }
 
 impl Engine for TractEngine {
