@@ -37,11 +37,14 @@ pub(crate) const KC: usize = 128;
 /// there, 28x28 loses).
 const SMALL_PLANE: usize = 256;
 
-/// Weights repacked for the kernels: `[cout / MR][K][MR]` (zero rows past `cout`), `K =
-/// cin * kh * kw` in `(ci, ky, kx)` order; bias padded the same way.
+/// Weights repacked for the kernels, in the one layout the op's instruction set reads (a
+/// second copy of ResNet18's or Lite0's weights would cost 12 MB of resident memory for
+/// nothing): `[cout / MR][K][MR]` (zero rows past `cout`), `K = cin * kh * kw` in `(ci, ky,
+/// kx)` order, bias padded the same way; or, for [`pointwise_small`] on AVX-512, only `lanes`.
 pub struct DenseWeights {
     cout: usize,
     k: usize,
+    /// The block layout; empty when `lanes` holds the weights.
     packed: Vec<f32>,
     bias: Vec<f32>,
     /// For [`pointwise_small`]: `[cout / CT][K][CT]` (zero rows past `cout`), bias padded.
@@ -49,20 +52,11 @@ pub struct DenseWeights {
 }
 
 impl DenseWeights {
-    /// From an OIHW kernel (`cout * k` values) and `cout` biases.
+    /// From an OIHW kernel (`cout * k` values) and `cout` biases, in the block layout.
     pub fn new(cout: usize, k: usize, kernel: &[f32], bias: &[f32]) -> DenseWeights {
         assert_eq!(kernel.len(), cout * k);
         assert_eq!(bias.len(), cout);
-        let blocks = cout.div_ceil(MR);
-        let mut packed = vec![0f32; blocks * k * MR];
-        let mut padded_bias = vec![0f32; blocks * MR];
-        for co in 0..cout {
-            let (b, j) = (co / MR, co % MR);
-            for t in 0..k {
-                packed[(b * k + t) * MR + j] = kernel[co * k + t];
-            }
-            padded_bias[co] = bias[co];
-        }
+        let (packed, padded_bias) = pack(cout, k, MR, kernel, bias);
         DenseWeights {
             cout,
             k,
@@ -72,26 +66,54 @@ impl DenseWeights {
         }
     }
 
-    /// Adds the channels-in-lanes packing [`pointwise_small`] reads.
-    fn with_lanes(mut self, kernel: &[f32], bias: &[f32]) -> DenseWeights {
-        let (cout, k) = (self.cout, self.k);
-        let tiles = cout.div_ceil(CT);
-        let mut packed = vec![0f32; tiles * k * CT];
-        let mut padded_bias = vec![0f32; tiles * CT];
-        for co in 0..cout {
-            let (t, j) = (co / CT, co % CT);
-            for kk in 0..k {
-                packed[(t * k + kk) * CT + j] = kernel[co * k + kk];
-            }
-            padded_bias[co] = bias[co];
+    /// From an OIHW kernel, in the channels-in-lanes layout [`pointwise_small`] reads only.
+    fn new_lanes(cout: usize, k: usize, kernel: &[f32], bias: &[f32]) -> DenseWeights {
+        assert_eq!(kernel.len(), cout * k);
+        assert_eq!(bias.len(), cout);
+        DenseWeights {
+            cout,
+            k,
+            packed: Vec::new(),
+            bias: Vec::new(),
+            lanes: Some(pack(cout, k, CT, kernel, bias)),
         }
-        self.lanes = Some((packed, padded_bias));
-        self
+    }
+
+    /// The OIHW kernel and the biases back from whichever layout is held.
+    fn unpacked(&self) -> (Vec<f32>, Vec<f32>) {
+        let (packed, bias, rows) = match &self.lanes {
+            Some((packed, bias)) => (packed, bias, CT),
+            None => (&self.packed, &self.bias, MR),
+        };
+        let mut kernel = vec![0f32; self.cout * self.k];
+        for co in 0..self.cout {
+            let (b, j) = (co / rows, co % rows);
+            for t in 0..self.k {
+                kernel[co * self.k + t] = packed[(b * self.k + t) * rows + j];
+            }
+        }
+        (kernel, bias[..self.cout].to_vec())
     }
 
     fn blocks(&self) -> usize {
         self.cout.div_ceil(MR)
     }
+}
+
+/// An OIHW kernel as `[cout / rows][K][rows]` (zero rows past `cout`) and the biases padded
+/// to whole blocks of `rows`.
+fn pack(cout: usize, k: usize, rows: usize, kernel: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let blocks = cout.div_ceil(rows);
+    let mut packed = vec![0f32; blocks * k * rows];
+    let mut padded_bias = vec![0f32; blocks * rows];
+    for co in 0..cout {
+        let (b, j) = (co / rows, co % rows);
+        for t in 0..k {
+            packed[(b * k + t) * rows + j] = kernel[co * k + t];
+        }
+        padded_bias[co] = bias[co];
+    }
+    (packed, padded_bias)
 }
 
 impl std::fmt::Debug for DenseWeights {
@@ -123,7 +145,8 @@ impl PartialEq for FastConv {
             && self.clip == other.clip
             && (Arc::ptr_eq(&self.weights, &other.weights)
                 || (self.weights.packed == other.weights.packed
-                    && self.weights.bias == other.weights.bias))
+                    && self.weights.bias == other.weights.bias
+                    && self.weights.lanes == other.weights.lanes))
     }
 }
 
@@ -139,13 +162,26 @@ impl std::hash::Hash for FastConv {
 }
 
 impl FastConv {
-    /// The op for `geo` (input channels `geo.c`) and an OIHW kernel of `cout` filters.
+    /// The op for `geo` (input channels `geo.c`) and an OIHW kernel of `cout` filters, its
+    /// weights packed for this CPU's kernels.
     pub fn new(
         geo: Geometry,
         cout: usize,
         rank: usize,
         kernel: &[f32],
         bias: &[f32],
+    ) -> TractResult<FastConv> {
+        FastConv::for_isa(geo, cout, rank, kernel, bias, Isa::detect())
+    }
+
+    /// [`FastConv::new`] with the weights packed for `isa`'s kernels.
+    pub fn for_isa(
+        geo: Geometry,
+        cout: usize,
+        rank: usize,
+        kernel: &[f32],
+        bias: &[f32],
+        isa: Isa,
     ) -> TractResult<FastConv> {
         ensure!(geo.is_valid(), "invalid convolution geometry {geo:?}");
         ensure!(
@@ -159,11 +195,11 @@ impl FastConv {
             "weights for {geo:?}"
         );
         ensure!(geo.c * geo.sh * geo.sw * geo.phase_len() < u32::MAX as usize);
-        let mut weights = DenseWeights::new(cout, k, kernel, bias);
-        if pointwise_small_fits(&geo) {
-            weights = weights.with_lanes(kernel, bias);
-        }
-        let weights = Arc::new(weights);
+        let weights = Arc::new(if isa == Isa::Avx512 && pointwise_small_fits(&geo) {
+            DenseWeights::new_lanes(cout, k, kernel, bias)
+        } else {
+            DenseWeights::new(cout, k, kernel, bias)
+        });
         Ok(FastConv {
             geo,
             cout,
@@ -249,9 +285,16 @@ impl TypedOp for FastConv {
     as_op!();
 }
 
-/// Dense convolution of `x` (`n*cin*h*w`, NCHW) by `op` into `out` (`n*cout*oh*ow`), on `isa`.
+/// Dense convolution of `x` (`n*cin*h*w`, NCHW) by `op` into `out` (`n*cout*oh*ow`), on `isa`
+/// (the weights repacked first when `op` holds them for another instruction set's kernels).
 pub fn dense(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) {
-    conv_threaded(op, x, isa, out).unwrap()
+    if op.weights.lanes.is_some() == (isa == Isa::Avx512 && pointwise_small_fits(&op.geo)) {
+        return conv_threaded(op, x, isa, out).unwrap();
+    }
+    let (kernel, bias) = op.weights.unpacked();
+    let mut repacked = FastConv::for_isa(op.geo, op.cout, op.rank, &kernel, &bias, isa).unwrap();
+    repacked.clip = op.clip;
+    conv_threaded(&repacked, x, isa, out).unwrap()
 }
 
 /// What the kernels need for one batch item.
@@ -272,7 +315,11 @@ fn conv_threaded(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) -> TractRe
     assert_eq!(x.len(), g.n * g.c * g.h * g.w);
     assert_eq!(out.len(), g.n * op.cout * oh * ow);
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && op.weights.lanes.is_some() {
+    if op.weights.lanes.is_some() {
+        ensure!(
+            isa == Isa::Avx512,
+            "weights packed for AVX-512 run on {isa:?}"
+        );
         return pointwise_small(op, x, out);
     }
     let setup = PlaneSetup::new(g, isa.lanes());
@@ -353,7 +400,7 @@ impl<'a> BlockRunner<'a> {
     /// depend on the CPU).
     pub(crate) fn new(op: &'a FastConv, isa: Isa) -> Option<BlockRunner<'a>> {
         let g = &op.geo;
-        if !reads_in_place(g) || op.weights.lanes.is_some() {
+        if !reads_in_place(g) || pointwise_small_fits(g) {
             return None;
         }
         let setup = PlaneSetup::new(g, isa.lanes());
@@ -699,6 +746,21 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn weights_are_held_in_one_layout_and_unpack_to_the_kernel() {
+        let mut rng = Rng::new(0x1a7e5);
+        let (cout, k) = (45, 37);
+        let kernel = rng.uniforms(-1.0, 1.0, cout * k);
+        let bias = rng.uniforms(-1.0, 1.0, cout);
+        let blocks = DenseWeights::new(cout, k, &kernel, &bias);
+        let lanes = DenseWeights::new_lanes(cout, k, &kernel, &bias);
+        assert!(blocks.lanes.is_none() && !blocks.packed.is_empty());
+        assert!(lanes.packed.is_empty() && lanes.bias.is_empty());
+        for w in [&blocks, &lanes] {
+            assert_eq!(w.unpacked(), (kernel.clone(), bias.clone()));
+        }
     }
 
     #[test]
