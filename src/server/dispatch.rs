@@ -20,11 +20,11 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use super::body::{self, BodyInfo};
+use super::connection::ConnState;
 use super::error::ServerError;
 use super::reply::{error_reply_for, Reply};
 use super::routes::{self, Endpoint};
 use super::state::State;
-use super::transport::ConnState;
 use super::Failure;
 
 /// An unwanted body (a request answered with an error before its body was read) is read and
@@ -70,19 +70,25 @@ pub(crate) struct Ctx {
 struct InProgress {
     state: Arc<State>,
     conn: Arc<ConnState>,
+    /// The answer leaves the connection open for the next request.
+    keeps_connection: bool,
 }
 
 impl InProgress {
     fn new(state: Arc<State>, conn: Arc<ConnState>) -> InProgress {
         state.open_requests.fetch_add(1, Ordering::SeqCst);
         conn.request_started();
-        InProgress { state, conn }
+        InProgress {
+            state,
+            conn,
+            keeps_connection: false,
+        }
     }
 }
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        self.conn.request_finished();
+        self.conn.request_finished(self.keeps_connection);
         self.state.open_requests.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -115,7 +121,7 @@ pub(crate) async fn handle(
     remote: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let _in_progress = InProgress::new(state.clone(), conn);
+    let mut in_progress = InProgress::new(state.clone(), conn);
     let target = request
         .uri()
         .path_and_query()
@@ -146,6 +152,7 @@ pub(crate) async fn handle(
         }
         Ok(endpoint) => infer(&state, &pools, &ctx, &endpoint, &query, request).await,
     };
+    in_progress.keeps_connection = keep_alive;
     Ok(finish(&state, &ctx, reply, keep_alive))
 }
 

@@ -1,8 +1,11 @@
 //! `tagger serve`: the HTTP service.
 //!
 //! From the socket inwards:
-//! - [`transport`]: one small tokio runtime doing only I/O (accept, read, write, timers) with
-//!   hyper's HTTP/1.1 server connections; the connection cap, the timeouts, the drain.
+//! - [`transport`]: one small tokio runtime doing only I/O (accept, read, write, timers); the
+//!   listener, the connection cap, the drain.
+//! - [`connection`]: one connection's life: waits for each request without hyper (an idle
+//!   connection holds no hyper buffers), serves it with a fresh hyper HTTP/1.1 connection, takes
+//!   the socket back; the header, keep-alive and write timeouts.
 //! - [`dispatch`]: routes each request, answers cheap routes and errors inline, admits
 //!   inference work against a bounded counter (`workers + queue_depth`; beyond it: 503 at
 //!   once), reads the body, and waits for the worker.
@@ -20,6 +23,7 @@
 mod batch;
 mod body;
 mod config;
+mod connection;
 mod dispatch;
 mod error;
 mod loader;
