@@ -653,6 +653,8 @@ fn a_full_queue_answers_503_at_once_and_cheap_routes_stay_up() {
         "1",
         "--queue-depth",
         "0",
+        "--queue-wait-ms",
+        "0",
         "--read-timeout-secs",
         "2",
     ]);
@@ -705,6 +707,47 @@ fn a_full_queue_answers_503_at_once_and_cheap_routes_stay_up() {
         start.elapsed()
     );
     let r = server.post("/v1/tags", "image/jpeg", &cat);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn beyond_capacity_a_request_waits_queue_wait_ms_for_a_slot_then_503() {
+    let server = Server::ready(&[
+        "--workers",
+        "1",
+        "--queue-depth",
+        "0",
+        "--queue-wait-ms",
+        "700",
+    ]);
+    let cat = image("chelsea.jpg");
+    let mut a = post_partial(&server, "/v1/tags?top_k=1", &cat, cat.len() / 2);
+    wait_for_metric(&server, "tagger_queue_depth 1");
+    // Nothing frees the only slot: 503 after the wait, not before, and not much after.
+    let start = Instant::now();
+    let r = server.post("/v1/tags", "image/jpeg", &cat);
+    let waited = start.elapsed();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "queue_full"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    assert!(
+        waited >= Duration::from_millis(650) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    // A slot freed during the wait admits the waiting request.
+    let addr = server.addr;
+    let waiting = std::thread::spawn(move || {
+        let mut conn = Conn::open(addr);
+        conn.post("/v1/tags?top_k=1", "image/jpeg", &image("chelsea.jpg"))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    a.send(&cat[cat.len() / 2..]);
+    assert_eq!(a.read_response(false).unwrap().status, 200);
+    let r = waiting.join().unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 }
 

@@ -30,10 +30,12 @@ use super::config::Config;
 use super::dispatch::{self, Pools};
 use super::state::State;
 
-/// Largest request head (request line and headers); beyond it hyper answers 431.
-const MAX_HEAD_BYTES: usize = 16 << 10;
-/// Most header fields in one request; beyond it hyper answers 431.
-const MAX_HEADERS: usize = 64;
+/// Largest request head (request line and headers) hyper reads; beyond it hyper answers a bare
+/// 431 itself. Twice our limit ([`super::dispatch::MAX_HEAD_BYTES`]), so a head between the
+/// two gets our JSON 431 instead.
+const HYPER_MAX_HEAD_BYTES: usize = 2 * super::dispatch::MAX_HEAD_BYTES;
+/// Most header fields hyper parses; beyond it hyper answers a bare 431 (twice our limit).
+const HYPER_MAX_HEADERS: usize = 2 * super::dispatch::MAX_HEADERS;
 
 /// Milliseconds since `epoch`, plus one (so 0 can mean "never").
 pub(super) fn stamp(epoch: Instant) -> u64 {
@@ -282,8 +284,8 @@ async fn serve_with_hyper(stream: TcpStream, unread: Bytes, it: &mut Served) -> 
         http1::Builder::new()
             // Our watchdog times heads (hyper's own timer would also run between requests).
             .header_read_timeout(None)
-            .max_header_size(MAX_HEAD_BYTES)
-            .max_headers(MAX_HEADERS)
+            .max_header_size(HYPER_MAX_HEAD_BYTES)
+            .max_headers(HYPER_MAX_HEADERS)
             .keep_alive(true)
             .serve_connection(io, service),
     );

@@ -34,6 +34,11 @@ const DISCARD_LIMIT: u64 = 64 << 10;
 /// ...and for at most this long.
 const DISCARD_TIME: Duration = Duration::from_secs(2);
 
+/// Largest request head (request line and headers): beyond it, `431 header_too_large`.
+pub(crate) const MAX_HEAD_BYTES: usize = 16 << 10;
+/// Most header fields in one request: beyond it, `431 header_too_large`.
+pub(crate) const MAX_HEADERS: usize = 64;
+
 /// The thread pool requests are decoded and inferred on.
 pub(crate) struct Pools {
     worker: rayon::ThreadPool,
@@ -105,11 +110,38 @@ impl Admitted {
         }
         Some(Admitted(state.clone()))
     }
+
+    /// Takes a slot, waiting up to `--queue-wait-ms` for one to be freed; `None` (503) after.
+    ///
+    /// Why wait: a closed-loop client answered 503 at once sends its next request at once, so
+    /// the surplus of an overload turns into a storm of requests that each cost the I/O thread
+    /// (and the client, on the same machine) a body to read and an answer to write, CPU taken
+    /// from the workers. Held back for a bounded time instead, a surplus request costs nothing
+    /// while it waits, most get a slot, and each connection gets at most one 503 per wait.
+    async fn wait_for(state: &Arc<State>) -> Option<Admitted> {
+        if let Some(slot) = Admitted::take(state) {
+            return Some(slot);
+        }
+        let deadline = tokio::time::Instant::now() + state.config.queue_wait;
+        loop {
+            let freed = state.slot_freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            // Registered before looking again, so a slot freed in between is not missed.
+            freed.as_mut().enable();
+            if let Some(slot) = Admitted::take(state) {
+                return Some(slot);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return None;
+            }
+        }
+    }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.admitted.fetch_sub(1, Ordering::SeqCst);
+        self.0.slot_freed.notify_one();
     }
 }
 
@@ -143,6 +175,14 @@ pub(crate) async fn handle(
         remote,
     };
     let (reply, keep_alive) = match resolved {
+        // Closed after the answer, as hyper does with the heads it refuses itself.
+        _ if head_too_large(&request) => (
+            Err(ServerError::HeadTooLarge {
+                max_bytes: MAX_HEAD_BYTES,
+                max_fields: MAX_HEADERS,
+            }),
+            false,
+        ),
         Err(e) => refuse(request, e).await,
         Ok(endpoint) if !endpoint.is_inference() => {
             let reply = guarded(&ctx, || routes::cheap(&state, &endpoint, &query));
@@ -179,8 +219,8 @@ async fn infer(
         Ok(job) => job,
         Err(e) => return refuse(request, e).await,
     };
-    // Admission: beyond `workers + queue depth` in progress, a 503 at once.
-    let Some(slot) = Admitted::take(state) else {
+    // Admission: beyond `workers + queue depth` in progress, a bounded wait, then 503.
+    let Some(slot) = Admitted::wait_for(state).await else {
         return refuse(request, ServerError::QueueFull).await;
     };
     let deadline = state
@@ -227,6 +267,21 @@ async fn refuse(
 async fn discard_body(request: Request<Incoming>) -> bool {
     let deadline = tokio::time::Instant::now() + DISCARD_TIME;
     body::discard(request.into_body(), DISCARD_LIMIT, deadline).await
+}
+
+/// Whether the head is over [`MAX_HEAD_BYTES`] (counted as sent on the wire: request line,
+/// `name: value` lines and CRLFs) or [`MAX_HEADERS`].
+fn head_too_large(request: &Request<Incoming>) -> bool {
+    let headers = request.headers();
+    if headers.len() > MAX_HEADERS {
+        return true;
+    }
+    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    line + fields + 2 > MAX_HEAD_BYTES
 }
 
 /// A header's value as text, if sent and printable.

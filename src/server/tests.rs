@@ -51,6 +51,7 @@ fn test_config() -> Config {
         workers: 1,
         inference_threads: 1,
         queue_depth: 4,
+        queue_wait: Duration::ZERO,
         max_body_bytes: 1 << 20,
         max_pixels: 50_000_000,
         read_timeout: Some(Duration::from_secs(5)),
