@@ -66,6 +66,9 @@ pub fn run(config: Config) -> Result<(), Failure> {
     let listener = transport::bind(config.addr)
         .map_err(|e| Failure(format!("cannot listen on {}: {e}", config.addr)))?;
     let state = Arc::new(state::State::new(config, shutdown.flag()));
-    loader::spawn_loader(state.clone(), exec);
-    transport::serve(state, listener, &shutdown)
+    // Created here, before the I/O thread lowers its priority (threads inherit it); the loader
+    // warms every worker up before the server reports ready.
+    let pools = Arc::new(dispatch::Pools::new(state.config.workers)?);
+    loader::spawn_loader(state.clone(), pools.clone(), exec);
+    transport::serve(state, pools, listener, &shutdown)
 }

@@ -76,7 +76,8 @@ fn start_with(models: Models, config: Config) -> (SocketAddr, Arc<Shutdown>) {
     let state = Arc::new(State::new(config, shutdown.flag()));
     let _ = state.models.set(models);
     let stop = shutdown.clone();
-    std::thread::spawn(move || transport::serve(state, listener, &stop));
+    let pools = Arc::new(super::dispatch::Pools::new(2).unwrap());
+    std::thread::spawn(move || transport::serve(state, pools, listener, &stop));
     (addr, shutdown)
 }
 

@@ -56,6 +56,7 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// Serves on `listener` until a shutdown is requested and drained; returns the exit code.
 pub(crate) fn serve(
     state: Arc<State>,
+    pools: Arc<Pools>,
     listener: std::net::TcpListener,
     shutdown: &Shutdown,
 ) -> Result<(), Failure> {
@@ -65,8 +66,7 @@ pub(crate) fn serve(
         .thread_name("tagger-io")
         .build()
         .map_err(|e| Failure(format!("starting the I/O runtime: {e}")))?;
-    // The workers are created first: threads inherit their creator's niceness.
-    let pools = Arc::new(Pools::new(state.config.workers)?);
+    // The workers were created before: threads inherit their creator's niceness.
     yield_to_workers();
     runtime.block_on(run(state, pools, listener, shutdown))
 }
