@@ -16,7 +16,8 @@
 //!   [`multipart`] and [`batch`] (several images per request), [`page`] (`GET /`).
 //!
 //! Models load in the background after the socket is bound ([`loader`]): `/healthz` answers at
-//! once, `/readyz` turns 200 (and systemd gets `READY=1`) when they are loaded. On
+//! once, `/readyz` turns 200 (and systemd gets `READY=1`) when they are loaded and every worker
+//! has run each once (so the first requests are as fast as the rest). On
 //! SIGTERM/SIGINT `/readyz` turns 503, the listener closes, admitted requests finish (up to
 //! `--drain-secs`), and the process exits 0.
 

@@ -5,7 +5,7 @@
 //! server connection, one per request ([`super::connection`]): a slow client costs a socket
 //! and a few kilobytes, an idle one about 2 KB, never a thread.
 //!
-//! Limits, each enforced here or in [`super::dispatch`]:
+//! Limits, each enforced here, in [`super::connection`] or in [`super::dispatch`]:
 //! - `--max-connections`: at the cap, the connection that has waited longest for a complete
 //!   request head (or idled longest between requests) is closed to make room; only when every
 //!   connection carries a request is a new one refused (closed with a bare 503).
