@@ -294,6 +294,7 @@ async fn serve_with_hyper(stream: TcpStream, unread: Bytes, it: &mut Served) -> 
     // to close (end of the drain) or to take the idle connection apart.
     let mut closing = false;
     let mut detaching = false;
+    let mut ended_cleanly = false;
     loop {
         let deadline = conn.deadline(config);
         tokio::select! {
@@ -306,8 +307,9 @@ async fn serve_with_hyper(stream: TcpStream, unread: Bytes, it: &mut Served) -> 
                 Poll::Pending => Poll::Pending,
             }) => match done {
                 Some(result) => {
-                    if let Err(e) = result {
-                        log::debug!("connection from {}: {e}", it.peer);
+                    match result {
+                        Ok(()) => ended_cleanly = true,
+                        Err(e) => log::debug!("connection from {}: {e}", it.peer),
                     }
                     break;
                 }
@@ -338,7 +340,7 @@ async fn serve_with_hyper(stream: TcpStream, unread: Bytes, it: &mut Served) -> 
     }
     let parts = (*http).into_parts();
     let Tracked { inner, unread, .. } = parts.io.into_inner();
-    if !detaching || closing || *it.closing.borrow() {
+    if !(detaching && ended_cleanly) || closing || *it.closing.borrow() {
         return Outcome::Close(inner);
     }
     // Copied, so the idle connection does not keep hyper's 8 KiB read buffer alive.
