@@ -333,17 +333,28 @@ fn sigterm_with_eight_requests_in_flight_answers_all_then_exits_0() {
 fn oversized_heads_get_431() {
     let server = Server::start_limited(&[], &[], NOFILE);
     server.wait_ready();
+    // Over 16 KiB or 64 fields: our JSON error, then the connection is closed.
     let mut conn = server.connect();
     let long = "x".repeat(20 << 10);
     let r = conn.request("GET", "/healthz", &[("X-Long", &long)], b"");
-    assert_eq!(r.status, 431);
+    assert_eq!((r.status, r.code().as_str()), (431, "header_too_large"));
+    assert!(conn.read_response(false).is_err(), "left open after a 431");
     let many: Vec<(String, String)> = (0..100)
         .map(|i| (format!("X-H{i}"), "1".to_string()))
         .collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut conn = server.connect();
     let r = conn.request("GET", "/healthz", &many, b"");
+    assert_eq!((r.status, r.code().as_str()), (431, "header_too_large"));
+    // Over twice that, hyper stops reading and answers a bare 431 itself.
+    let mut conn = server.connect();
+    let huge = "x".repeat(40 << 10);
+    let r = conn.request("GET", "/healthz", &[("X-Long", &huge)], b"");
     assert_eq!(r.status, 431);
+    // Just under the limits: served.
+    let mut conn = server.connect();
+    let r = conn.request("GET", "/healthz", &[("X-Long", &"x".repeat(15 << 10))], b"");
+    assert_eq!(r.status, 200);
     assert_healthz(&server, Duration::from_secs(1));
 }
 

@@ -556,6 +556,53 @@ fn keep_alive_serves_many_requests_on_one_connection() {
 }
 
 #[test]
+fn pipelined_split_and_closing_requests_keep_their_order_and_framing() {
+    let server = Server::ready(&[]);
+    let mut conn = server.connect();
+    // Twenty heads in one write, and the start of a twenty-first: answered in order, and the
+    // split head completes when its rest arrives (each request gets a fresh hyper connection;
+    // what one had read ahead is handed to the next).
+    let mut burst = Vec::new();
+    for i in 0..20 {
+        burst.extend_from_slice(
+            format!("GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request-Id: p{i}\r\n\r\n").as_bytes(),
+        );
+    }
+    burst.extend_from_slice(b"GET /v1/models HTTP/1.1\r\nX-Request-Id: split\r\nHo");
+    conn.send(&burst);
+    for i in 0..20 {
+        let r = conn.read_response(false).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("X-Request-Id"), Some(format!("p{i}").as_str()));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    conn.send(b"st: t\r\n\r\n");
+    let r = conn.read_response(false).unwrap();
+    assert_eq!((r.status, r.header("X-Request-Id")), (200, Some("split")));
+    // Idle between requests, then served again.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(conn.get("/healthz").status, 200);
+    // `Connection: close` from the client: answered, then closed.
+    let r = conn.request("GET", "/healthz", &[("Connection", "close")], b"");
+    assert_eq!(r.status, 200);
+    assert!(
+        conn.read_response(false).is_err(),
+        "still open after Connection: close"
+    );
+    // HTTP/1.0: closed after the answer unless it asks for keep-alive.
+    let mut old = server.connect();
+    old.send(b"GET /healthz HTTP/1.0\r\n\r\n");
+    assert_eq!(old.read_response(false).unwrap().status, 200);
+    assert!(old.read_response(false).is_err(), "HTTP/1.0 left open");
+    let mut old = server.connect();
+    for _ in 0..2 {
+        old.send(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let r = old.read_response(false).unwrap();
+        assert_eq!(r.status, 200);
+    }
+}
+
+#[test]
 fn thirty_two_concurrent_clients_are_all_answered_correctly() {
     let server = Server::ready(&["--workers", "2"]);
     let cat = image("chelsea.jpg");
@@ -605,6 +652,8 @@ fn a_full_queue_answers_503_at_once_and_cheap_routes_stay_up() {
         "--workers",
         "1",
         "--queue-depth",
+        "0",
+        "--queue-wait-ms",
         "0",
         "--read-timeout-secs",
         "2",
@@ -658,6 +707,47 @@ fn a_full_queue_answers_503_at_once_and_cheap_routes_stay_up() {
         start.elapsed()
     );
     let r = server.post("/v1/tags", "image/jpeg", &cat);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn beyond_capacity_a_request_waits_queue_wait_ms_for_a_slot_then_503() {
+    let server = Server::ready(&[
+        "--workers",
+        "1",
+        "--queue-depth",
+        "0",
+        "--queue-wait-ms",
+        "700",
+    ]);
+    let cat = image("chelsea.jpg");
+    let mut a = post_partial(&server, "/v1/tags?top_k=1", &cat, cat.len() / 2);
+    wait_for_metric(&server, "tagger_queue_depth 1");
+    // Nothing frees the only slot: 503 after the wait, not before, and not much after.
+    let start = Instant::now();
+    let r = server.post("/v1/tags", "image/jpeg", &cat);
+    let waited = start.elapsed();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "queue_full"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    assert!(
+        waited >= Duration::from_millis(650) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    // A slot freed during the wait admits the waiting request.
+    let addr = server.addr;
+    let waiting = std::thread::spawn(move || {
+        let mut conn = Conn::open(addr);
+        conn.post("/v1/tags?top_k=1", "image/jpeg", &image("chelsea.jpg"))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    a.send(&cat[cat.len() / 2..]);
+    assert_eq!(a.read_response(false).unwrap().status, 200);
+    let r = waiting.join().unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 }
 

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// requests waiting for a worker before 503 [env TAGGER_QUEUE_DEPTH, default 64]
     #[argh(option)]
     pub queue_depth: Option<usize>,
+    /// milliseconds a request beyond workers + queue depth waits for a free slot before 503;
+    /// 0: 503 at once [env TAGGER_QUEUE_WAIT_MS, default 500]
+    #[argh(option)]
+    pub queue_wait_ms: Option<u64>,
     /// largest request body in bytes [env TAGGER_MAX_BODY_BYTES, default 20971520]
     #[argh(option)]
     pub max_body_bytes: Option<u64>,

@@ -53,6 +53,11 @@ impl ServeArgs {
                 "inference-threads",
             )?,
             queue_depth: setting(self.queue_depth, "TAGGER_QUEUE_DEPTH", 64)?,
+            queue_wait: Duration::from_millis(setting(
+                self.queue_wait_ms,
+                "TAGGER_QUEUE_WAIT_MS",
+                500,
+            )?),
             max_body_bytes: at_least_one(
                 setting(self.max_body_bytes, "TAGGER_MAX_BODY_BYTES", 20 << 20)?,
                 "max-body-bytes",

@@ -19,6 +19,8 @@ pub struct Config {
     pub inference_threads: usize,
     /// Admitted requests beyond `workers` before 503.
     pub queue_depth: usize,
+    /// How long a request beyond `workers + queue_depth` waits for a slot before 503.
+    pub queue_wait: Duration,
     /// Largest request body.
     pub max_body_bytes: u64,
     /// Largest image, checked from its header.

@@ -26,6 +26,13 @@ pub(crate) enum ServerError {
         /// The configured limit.
         limit: usize,
     },
+    /// The request head is over the limit of bytes or of header fields.
+    HeadTooLarge {
+        /// The limit on the head's bytes.
+        max_bytes: usize,
+        /// The limit on header fields.
+        max_fields: usize,
+    },
     /// The request's content type is not one we accept for this route.
     UnsupportedMediaType(String),
     /// The whole body did not arrive within `--read-timeout-secs`.
@@ -78,6 +85,7 @@ impl ServerError {
             ServerError::RequestTimeout { .. } => 408,
             ServerError::PayloadTooLarge { .. } | ServerError::TooManyImages { .. } => 413,
             ServerError::UnsupportedMediaType(_) => 415,
+            ServerError::HeadTooLarge { .. } => 431,
             ServerError::Panicked(_) => 500,
             ServerError::NotReady | ServerError::QueueFull | ServerError::Draining => 503,
         }
@@ -92,6 +100,7 @@ impl ServerError {
             ServerError::PayloadTooLarge { .. } => "payload_too_large",
             ServerError::TooManyImages { .. } => "too_many_images",
             ServerError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ServerError::HeadTooLarge { .. } => "header_too_large",
             ServerError::RequestTimeout { .. } => "request_timeout",
             ServerError::IncompleteBody(_) => "incomplete_body",
             ServerError::BadMultipart(_) => "bad_multipart",
@@ -136,6 +145,14 @@ impl fmt::Display for ServerError {
                 f,
                 "the request carries {count} images; the limit is {limit} per request \
                  (--max-batch); split it into several requests"
+            ),
+            ServerError::HeadTooLarge {
+                max_bytes,
+                max_fields,
+            } => write!(
+                f,
+                "the request head is over the limit of {max_bytes} bytes or {max_fields} header \
+                 fields"
             ),
             ServerError::UnsupportedMediaType(ct) => write!(
                 f,
@@ -189,6 +206,14 @@ mod tests {
                 ServerError::TooManyImages { count: 3, limit: 2 },
                 413,
                 "too_many_images",
+            ),
+            (
+                ServerError::HeadTooLarge {
+                    max_bytes: 1,
+                    max_fields: 1,
+                },
+                431,
+                "header_too_large",
             ),
             (ServerError::QueueFull, 503, "queue_full"),
             (ServerError::Draining, 503, "shutting_down"),

@@ -1,16 +1,17 @@
 //! Loads the models on a background thread after the socket is bound, so `/healthz` answers at
-//! once; logs what serves what and tells systemd `READY=1` when done.
+//! once; warms every worker up; logs what serves what and tells systemd `READY=1` when done.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::dispatch::Pools;
 use super::notify;
 use super::state::State;
 use crate::models::{LoadOptions, Models, Weights};
 
 /// Loads the models on a background thread, then logs what serves what and notifies systemd.
-pub(crate) fn spawn_loader(state: Arc<State>, exec: Instant) {
+pub(crate) fn spawn_loader(state: Arc<State>, pools: Arc<Pools>, exec: Instant) {
     std::thread::Builder::new()
         .name("tagger-loader".into())
         .spawn(move || {
@@ -22,6 +23,12 @@ pub(crate) fn spawn_loader(state: Arc<State>, exec: Instant) {
             match Models::load_with_files(&options, &state.config.model_files) {
                 Ok(models) => {
                     log_models(&models);
+                    let start = Instant::now();
+                    pools.warm_up(&models);
+                    log::info!(
+                        "workers warmed up in {:.0} ms",
+                        start.elapsed().as_secs_f64() * 1e3
+                    );
                     let _ = state.models.set(models);
                     log::info!(
                         "ready: models loaded {:.0} ms after start",

@@ -1,8 +1,11 @@
 //! `tagger serve`: the HTTP service.
 //!
 //! From the socket inwards:
-//! - [`transport`]: one small tokio runtime doing only I/O (accept, read, write, timers) with
-//!   hyper's HTTP/1.1 server connections; the connection cap, the timeouts, the drain.
+//! - [`transport`]: one small tokio runtime doing only I/O (accept, read, write, timers); the
+//!   listener, the connection cap, the drain.
+//! - [`connection`]: one connection's life: waits for each request without hyper (an idle
+//!   connection holds no hyper buffers), serves it with a fresh hyper HTTP/1.1 connection, takes
+//!   the socket back; the header, keep-alive and write timeouts.
 //! - [`dispatch`]: routes each request, answers cheap routes and errors inline, admits
 //!   inference work against a bounded counter (`workers + queue_depth`; beyond it: 503 at
 //!   once), reads the body, and waits for the worker.
@@ -13,13 +16,15 @@
 //!   [`multipart`] and [`batch`] (several images per request), [`page`] (`GET /`).
 //!
 //! Models load in the background after the socket is bound ([`loader`]): `/healthz` answers at
-//! once, `/readyz` turns 200 (and systemd gets `READY=1`) when they are loaded. On
+//! once, `/readyz` turns 200 (and systemd gets `READY=1`) when they are loaded and every worker
+//! has run each once (so the first requests are as fast as the rest). On
 //! SIGTERM/SIGINT `/readyz` turns 503, the listener closes, admitted requests finish (up to
 //! `--drain-secs`), and the process exits 0.
 
 mod batch;
 mod body;
 mod config;
+mod connection;
 mod dispatch;
 mod error;
 mod loader;
@@ -62,6 +67,9 @@ pub fn run(config: Config) -> Result<(), Failure> {
     let listener = transport::bind(config.addr)
         .map_err(|e| Failure(format!("cannot listen on {}: {e}", config.addr)))?;
     let state = Arc::new(state::State::new(config, shutdown.flag()));
-    loader::spawn_loader(state.clone(), exec);
-    transport::serve(state, listener, &shutdown)
+    // Created here, before the I/O thread lowers its priority (threads inherit it); the loader
+    // warms every worker up before the server reports ready.
+    let pools = Arc::new(dispatch::Pools::new(state.config.workers)?);
+    loader::spawn_loader(state.clone(), pools.clone(), exec);
+    transport::serve(state, pools, listener, &shutdown)
 }

@@ -22,6 +22,8 @@ pub(crate) struct State {
     pub(crate) draining: Arc<AtomicBool>,
     /// Inference requests admitted and not yet answered (reading body, queued or running).
     pub(crate) admitted: AtomicUsize,
+    /// Wakes a request waiting for an admission slot when one is freed.
+    pub(crate) slot_freed: tokio::sync::Notify,
     /// Inference requests running on a worker.
     pub(crate) running: AtomicUsize,
     /// Requests whose head has arrived and whose answer is not ready yet (the drain waits
@@ -48,6 +50,7 @@ impl State {
             load_error: Mutex::new(None),
             draining,
             admitted: AtomicUsize::new(0),
+            slot_freed: tokio::sync::Notify::new(),
             running: AtomicUsize::new(0),
             open_requests: AtomicUsize::new(0),
             open_connections: AtomicUsize::new(0),

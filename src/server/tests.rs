@@ -51,6 +51,7 @@ fn test_config() -> Config {
         workers: 1,
         inference_threads: 1,
         queue_depth: 4,
+        queue_wait: Duration::ZERO,
         max_body_bytes: 1 << 20,
         max_pixels: 50_000_000,
         read_timeout: Some(Duration::from_secs(5)),
@@ -75,7 +76,8 @@ fn start_with(models: Models, config: Config) -> (SocketAddr, Arc<Shutdown>) {
     let state = Arc::new(State::new(config, shutdown.flag()));
     let _ = state.models.set(models);
     let stop = shutdown.clone();
-    std::thread::spawn(move || transport::serve(state, listener, &stop));
+    let pools = Arc::new(super::dispatch::Pools::new(2).unwrap());
+    std::thread::spawn(move || transport::serve(state, pools, listener, &stop));
     (addr, shutdown)
 }
 

@@ -2,9 +2,10 @@
 //!
 //! One small tokio runtime (a single thread, `tagger-io`) does only I/O: it accepts, reads
 //! request heads and bodies, writes answers and runs the timers. HTTP/1.1 is hyper's `http1`
-//! server connection. A slow or idle client costs a socket and a few kilobytes, never a thread.
+//! server connection, one per request ([`super::connection`]): a slow client costs a socket
+//! and a few kilobytes, an idle one about 2 KB, never a thread.
 //!
-//! Limits, each enforced here or in [`super::dispatch`]:
+//! Limits, each enforced here, in [`super::connection`] or in [`super::dispatch`]:
 //! - `--max-connections`: at the cap, the connection that has waited longest for a complete
 //!   request head (or idled longest between requests) is closed to make room; only when every
 //!   connection carries a request is a new one refused (closed with a bare 503).
@@ -20,30 +21,20 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
-use super::config::Config;
-use super::dispatch::{self, Pools};
+use super::connection::{serve_connection, ConnState, Served};
+use super::dispatch::Pools;
 use super::notify;
 use super::shutdown::Shutdown;
 use super::state::State;
 use super::Failure;
 
-/// Largest request head (request line and headers); beyond it hyper answers 431.
-const MAX_HEAD_BYTES: usize = 16 << 10;
-/// Most header fields in one request; beyond it hyper answers 431.
-const MAX_HEADERS: usize = 64;
 /// How long connections get to finish writing once the drain is over.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -65,6 +56,7 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// Serves on `listener` until a shutdown is requested and drained; returns the exit code.
 pub(crate) fn serve(
     state: Arc<State>,
+    pools: Arc<Pools>,
     listener: std::net::TcpListener,
     shutdown: &Shutdown,
 ) -> Result<(), Failure> {
@@ -74,8 +66,7 @@ pub(crate) fn serve(
         .thread_name("tagger-io")
         .build()
         .map_err(|e| Failure(format!("starting the I/O runtime: {e}")))?;
-    // The workers are created first: threads inherit their creator's niceness.
-    let pools = Arc::new(Pools::new(state.config.workers)?);
+    // The workers were created before: threads inherit their creator's niceness.
     yield_to_workers();
     runtime.block_on(run(state, pools, listener, shutdown))
 }
@@ -228,96 +219,6 @@ async fn accept_loop(
     }
 }
 
-/// Milliseconds since the transport started, plus one (so 0 can mean "never").
-fn stamp(epoch: Instant) -> u64 {
-    epoch.elapsed().as_millis() as u64 + 1
-}
-
-/// One connection's state, shared by its task, its I/O wrapper, its requests and the registry.
-pub(crate) struct ConnState {
-    epoch: Instant,
-    /// Requests on this connection whose answer is not yet handed to hyper (0 or 1).
-    busy: AtomicUsize,
-    /// When it last started waiting for a request head (accept, or the end of a request).
-    waiting_since: AtomicU64,
-    /// When the first byte of the next head arrived (0: none yet).
-    head_started: AtomicU64,
-    /// Requests answered so far (the first head has the header timeout from the start; later
-    /// ones the keep-alive time).
-    served: AtomicU64,
-    /// When a write started to block (0: not blocked).
-    write_blocked: AtomicU64,
-    /// Wakes the watchdog when the state changes.
-    changed: Notify,
-    /// Closes the connection at once (eviction).
-    evict: Notify,
-}
-
-impl ConnState {
-    fn new(epoch: Instant) -> ConnState {
-        ConnState {
-            epoch,
-            busy: AtomicUsize::new(0),
-            waiting_since: AtomicU64::new(stamp(epoch)),
-            head_started: AtomicU64::new(0),
-            served: AtomicU64::new(0),
-            write_blocked: AtomicU64::new(0),
-            changed: Notify::new(),
-            evict: Notify::new(),
-        }
-    }
-
-    /// A request head has arrived (hyper called the service).
-    pub(crate) fn request_started(&self) {
-        self.busy.fetch_add(1, Ordering::SeqCst);
-        self.head_started.store(0, Ordering::SeqCst);
-        self.changed.notify_one();
-    }
-
-    /// The answer is handed to hyper: the connection waits for its next head.
-    pub(crate) fn request_finished(&self) {
-        self.served.fetch_add(1, Ordering::SeqCst);
-        self.waiting_since
-            .store(stamp(self.epoch), Ordering::SeqCst);
-        self.busy.fetch_sub(1, Ordering::SeqCst);
-        self.changed.notify_one();
-    }
-
-    fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::SeqCst) > 0
-    }
-
-    /// When the watchdog must close this connection, if nothing changes before.
-    fn deadline(&self, config: &Config) -> Option<u64> {
-        let ms = |d: Duration| d.as_millis() as u64;
-        let blocked = self.write_blocked.load(Ordering::SeqCst);
-        let write = (blocked != 0)
-            .then_some(config.write_timeout)
-            .flatten()
-            .map(|t| blocked + ms(t));
-        let idle = if self.is_busy() {
-            None
-        } else {
-            let head = self.head_started.load(Ordering::SeqCst);
-            if head != 0 {
-                config.header_timeout.map(|t| head + ms(t))
-            } else if self.served.load(Ordering::SeqCst) == 0 {
-                config
-                    .header_timeout
-                    .map(|t| self.waiting_since.load(Ordering::SeqCst) + ms(t))
-            } else {
-                config
-                    .keep_alive
-                    .map(|t| self.waiting_since.load(Ordering::SeqCst) + ms(t))
-            }
-        };
-        match (write, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-}
-
 /// The open connections, for the cap and for the final graceful close.
 struct Connections {
     state: Arc<State>,
@@ -390,14 +291,19 @@ impl Connections {
                 .open_connections
                 .store(open.len(), Ordering::SeqCst);
         }
-        let closing = self.closing.subscribe();
+        let served = Served {
+            peer,
+            conn,
+            state: state.clone(),
+            pools: pools.clone(),
+            closing: self.closing.subscribe(),
+        };
         let this = self.clone();
-        let state = state.clone();
-        let pools = pools.clone();
-        tokio::spawn(async move {
-            serve_connection(stream, peer, conn, state, pools, closing).await;
+        let fut = async move {
+            serve_connection(stream, served).await;
             this.forget(id);
-        });
+        };
+        tokio::spawn(fut);
     }
 
     fn forget(&self, id: u64) {
@@ -410,187 +316,5 @@ impl Connections {
 
     fn close_all(&self) {
         let _ = self.closing.send(true);
-    }
-}
-
-/// Serves one connection with hyper until it ends, is evicted, or a timeout passes.
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    conn: Arc<ConnState>,
-    state: Arc<State>,
-    pools: Arc<Pools>,
-    mut closing: watch::Receiver<bool>,
-) {
-    let io = TokioIo::new(Tracked {
-        inner: stream,
-        conn: conn.clone(),
-    });
-    let settings = state.clone();
-    let service = {
-        let conn = conn.clone();
-        service_fn(move |request| {
-            // Boxed so the connection can be polled without pinning it (see below).
-            Box::pin(dispatch::handle(
-                state.clone(),
-                pools.clone(),
-                conn.clone(),
-                peer,
-                request,
-            ))
-        })
-    };
-    let mut http = http1::Builder::new()
-        // Our watchdog times heads (hyper's own timer would also run between requests).
-        .header_read_timeout(None)
-        .max_header_size(MAX_HEAD_BYTES)
-        .max_headers(MAX_HEADERS)
-        .keep_alive(true)
-        .serve_connection(io, service);
-    let config = &settings.config;
-    let mut graceful = *closing.borrow();
-    if graceful {
-        Pin::new(&mut http).graceful_shutdown();
-    }
-    loop {
-        let deadline = conn.deadline(config);
-        let sleep = async {
-            match deadline {
-                Some(at) => {
-                    let at = conn.epoch + Duration::from_millis(at);
-                    tokio::time::sleep_until(at.into()).await
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            // Without shutdown: hyper hands the socket back for a lingering close.
-            result = std::future::poll_fn(|cx| http.poll_without_shutdown(cx)) => {
-                if let Err(e) = result {
-                    log::debug!("connection from {peer}: {e}");
-                }
-                break;
-            }
-            _ = conn.evict.notified() => {
-                log::debug!("connection from {peer} closed to make room at the connection cap");
-                return;
-            }
-            _ = conn.changed.notified() => {}
-            _ = closing.changed(), if !graceful => {
-                graceful = true;
-                Pin::new(&mut http).graceful_shutdown();
-            }
-            _ = sleep => {
-                let now = stamp(conn.epoch);
-                if conn.deadline(config).is_some_and(|at| at <= now) {
-                    log::debug!("connection from {peer} timed out");
-                    return;
-                }
-            }
-        }
-    }
-    let stream = http.into_parts().io.into_inner().inner;
-    lingering_close(stream).await;
-}
-
-/// Most bytes read and thrown away while closing a connection.
-const LINGER_BYTES: usize = 64 << 10;
-/// Longest wait for the client to close its side.
-const LINGER_TIME: Duration = Duration::from_secs(1);
-
-/// Closes a connection the way clients can read its last answer: send FIN, then read what the
-/// client still sends (a body we refused, a pipelined request) until it closes, up to a small
-/// bound. Closing with unread data would send a reset, and a reset can destroy the answer the
-/// client has not read yet.
-async fn lingering_close(mut stream: TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if stream.shutdown().await.is_err() {
-        return;
-    }
-    let mut buf = [0u8; 4096];
-    let mut seen = 0;
-    let _ = tokio::time::timeout(LINGER_TIME, async {
-        while seen < LINGER_BYTES {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen += n,
-            }
-        }
-    })
-    .await;
-}
-
-/// The socket as hyper sees it, noting what the watchdog needs: when a head's first byte
-/// arrives, and when a write starts to block.
-struct Tracked {
-    inner: TcpStream,
-    conn: Arc<ConnState>,
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before
-            && !self.conn.is_busy()
-            && self.conn.head_started.load(Ordering::SeqCst) == 0
-        {
-            let now = stamp(self.conn.epoch);
-            self.conn.head_started.store(now, Ordering::SeqCst);
-            self.conn.changed.notify_one();
-        }
-        result
-    }
-}
-
-impl Tracked {
-    fn note_write<T>(&self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        let blocked = &self.conn.write_blocked;
-        if result.is_pending() {
-            if blocked.load(Ordering::SeqCst) == 0 {
-                blocked.store(stamp(self.conn.epoch), Ordering::SeqCst);
-                self.conn.changed.notify_one();
-            }
-        } else if blocked.load(Ordering::SeqCst) != 0 {
-            blocked.store(0, Ordering::SeqCst);
-        }
-        result
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.note_write(result)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.note_write(result)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let result = Pin::new(&mut self.inner).poll_flush(cx);
-        self.note_write(result)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
