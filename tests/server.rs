@@ -518,6 +518,29 @@ fn every_error_status_and_no_5xx_from_bad_input() {
 }
 
 #[test]
+fn workers_warm_up_before_ready_unless_told_not_to() {
+    // Default: every worker runs each model once before /readyz turns 200.
+    let warm = Server::ready(&["--workers", "2"]);
+    let log = warm.log();
+    let warmed = log.find("workers warmed up").expect("warm-up logged");
+    let ready = log.find("ready: models loaded").expect("ready logged");
+    assert!(warmed < ready, "{log}");
+    // --no-warm-up (or TAGGER_NO_WARM_UP=1): ready once loaded; the first request still right.
+    for (args, env) in [
+        (&["--no-warm-up"][..], &[][..]),
+        (&[][..], &[("TAGGER_NO_WARM_UP", "1")][..]),
+    ] {
+        let cold = Server::ready_with_env(args, env);
+        let log = cold.log();
+        assert!(log.contains("warm-up skipped"), "{log}");
+        assert!(!log.contains("workers warmed up"), "{log}");
+        let r = cold.post("/v1/tags", "image/jpeg", &image("chelsea.jpg"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(CAT_CLASSES.contains(&top_class(&r.json())));
+    }
+}
+
+#[test]
 fn keep_alive_serves_many_requests_on_one_connection() {
     let server = Server::ready(&[]);
     let cat = image("chelsea.jpg");

@@ -79,6 +79,7 @@ impl ServeArgs {
                 "max-connections",
             )?,
             drain: Duration::from_secs(setting(self.drain_secs, "TAGGER_DRAIN_SECS", 25)?),
+            warm_up: !switch(self.no_warm_up, "TAGGER_NO_WARM_UP")?,
             tags_model: tags_model(self.tags_model)?,
             decode: setting(self.decode, "TAGGER_DECODE", DecodeMode::default())?,
             max_batch: at_least_one(

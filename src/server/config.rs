@@ -38,6 +38,8 @@ pub struct Config {
     pub max_connections: usize,
     /// How long admitted requests get after SIGTERM.
     pub drain: Duration,
+    /// Run each model once on every worker before reporting ready.
+    pub warm_up: bool,
     /// The model for `/v1/tags` without `?model=`; `None`: the library's choice.
     pub tags_model: Option<ModelName>,
     /// Default JPEG decoding.

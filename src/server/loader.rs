@@ -23,12 +23,16 @@ pub(crate) fn spawn_loader(state: Arc<State>, pools: Arc<Pools>, exec: Instant) 
             match Models::load_with_files(&options, &state.config.model_files) {
                 Ok(models) => {
                     log_models(&models);
-                    let start = Instant::now();
-                    pools.warm_up(&models);
-                    log::info!(
-                        "workers warmed up in {:.0} ms",
-                        start.elapsed().as_secs_f64() * 1e3
-                    );
+                    if state.config.warm_up {
+                        let start = Instant::now();
+                        pools.warm_up(&models);
+                        log::info!(
+                            "workers warmed up in {:.0} ms",
+                            start.elapsed().as_secs_f64() * 1e3
+                        );
+                    } else {
+                        log::info!("warm-up skipped (--no-warm-up): the first runs are cold");
+                    }
                     let _ = state.models.set(models);
                     log::info!(
                         "ready: models loaded {:.0} ms after start",

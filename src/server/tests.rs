@@ -60,6 +60,7 @@ fn test_config() -> Config {
         keep_alive: Some(Duration::from_secs(5)),
         max_connections: 64,
         drain: Duration::from_secs(5),
+        warm_up: true,
         tags_model: None,
         decode: DecodeMode::Exact,
         max_batch: 32,
