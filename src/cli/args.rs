@@ -85,7 +85,7 @@ pub struct ServeArgs {
     pub drain_secs: Option<u64>,
     /// report ready as soon as the models are loaded, without first running each model once
     /// on every worker (a faster start; the first requests then pay the cold first runs)
-    /// [env TAGGER_NO_WARM_UP=1]
+    /// [env TAGGER_NO_WARM_UP=1, default: warm up]
     #[argh(switch)]
     pub no_warm_up: bool,
     /// model for /v1/tags without ?model= [env TAGGER_TAGS_MODEL, default: best real model]
