@@ -19,7 +19,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::planes::{Job, PlaneSetup};
-use super::{eval_f32, Clip, Geometry, Isa};
+use super::{describe_clip, eval_f32, f32_output_facts, Clip, Geometry, Isa};
 
 /// Output channels per weight block (the AVX-512 kernel's register rows).
 pub(crate) const MR: usize = 8;
@@ -211,15 +211,7 @@ impl FastConv {
 
     /// Input and output shapes.
     pub fn shapes(&self) -> (TVec<usize>, TVec<usize>) {
-        let g = &self.geo;
-        if self.rank == 4 {
-            (
-                tvec!(g.n, g.c, g.h, g.w),
-                tvec!(g.n, self.cout, g.oh(), g.ow()),
-            )
-        } else {
-            (tvec!(g.c, g.h, g.w), tvec!(self.cout, g.oh(), g.ow()))
-        }
+        self.geo.shapes(self.cout, self.rank)
     }
 }
 
@@ -231,20 +223,15 @@ impl Op for FastConv {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.geo;
         Ok(vec![format!(
-            "{}->{} {}x{} stride {}x{} pad t{} l{} b{} r{} on {}x{}{}",
+            "{}->{} {}x{} stride {}x{} {}{}",
             g.c,
             self.cout,
             g.kh,
             g.kw,
             g.sh,
             g.sw,
-            g.pad_top,
-            g.pad_left,
-            g.pad_bottom,
-            g.pad_right,
-            g.h,
-            g.w,
-            self.clip.map(|c| format!(" {c:?}")).unwrap_or_default()
+            g.describe_padding(),
+            describe_clip(self.clip)
         )])
     }
 
@@ -270,10 +257,7 @@ impl EvalOp for FastConv {
 impl TypedOp for FastConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let (input_shape, output_shape) = self.shapes();
-        ensure!(inputs.len() == 1);
-        ensure!(inputs[0].datum_type == f32::datum_type());
-        ensure!(inputs[0].shape.as_concrete() == Some(&*input_shape));
-        Ok(tvec!(f32::fact(&*output_shape)))
+        f32_output_facts(inputs, 1, &input_shape, &output_shape)
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

@@ -10,7 +10,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::planes::depthwise_planes;
-use super::{eval_f32, supported_taps, Clip, Geometry, Isa};
+use super::{describe_clip, eval_f32, f32_output_facts, supported_taps, Clip, Geometry, Isa};
 
 /// tract op: depthwise convolution of an f32 CHW (`rank == 3`) or NCHW (`rank == 4`) tensor.
 ///
@@ -44,27 +44,17 @@ impl FastDepthwise {
 
     /// Input and output shapes.
     pub fn shapes(&self) -> (TVec<usize>, TVec<usize>) {
-        (self.input_shape(), self.output_shape())
+        self.geo.shapes(self.geo.c, self.rank)
     }
 
     /// The input shape.
     pub fn input_shape(&self) -> TVec<usize> {
-        let g = &self.geo;
-        if self.rank == 4 {
-            tvec!(g.n, g.c, g.h, g.w)
-        } else {
-            tvec!(g.c, g.h, g.w)
-        }
+        self.shapes().0
     }
 
     /// The output shape.
     pub fn output_shape(&self) -> TVec<usize> {
-        let g = &self.geo;
-        if self.rank == 4 {
-            tvec!(g.n, g.c, g.oh(), g.ow())
-        } else {
-            tvec!(g.c, g.oh(), g.ow())
-        }
+        self.shapes().1
     }
 }
 
@@ -76,19 +66,14 @@ impl Op for FastDepthwise {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.geo;
         Ok(vec![format!(
-            "{}x{} stride {}x{} pad t{} l{} b{} r{} c={} {}x{}{}",
+            "c={} {}x{} stride {}x{} {}{}",
+            g.c,
             g.kh,
             g.kw,
             g.sh,
             g.sw,
-            g.pad_top,
-            g.pad_left,
-            g.pad_bottom,
-            g.pad_right,
-            g.c,
-            g.h,
-            g.w,
-            self.clip.map(|c| format!(" {c:?}")).unwrap_or_default()
+            g.describe_padding(),
+            describe_clip(self.clip)
         )])
     }
 
@@ -123,10 +108,8 @@ impl EvalOp for FastDepthwise {
 
 impl TypedOp for FastDepthwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 3);
-        ensure!(inputs[0].datum_type == f32::datum_type());
-        ensure!(inputs[0].shape.as_concrete() == Some(&*self.input_shape()));
-        Ok(tvec!(f32::fact(&*self.output_shape())))
+        let (input_shape, output_shape) = self.shapes();
+        f32_output_facts(inputs, 3, &input_shape, &output_shape)
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

@@ -14,7 +14,7 @@ use tract_onnx::tract_core::internal::*;
 use super::conv::{BlockRunner, FastConv, MR};
 use super::depthwise::FastDepthwise;
 use super::planes::depthwise_planes;
-use super::{eval_f32, Isa};
+use super::{eval_f32, f32_output_facts, Isa};
 
 /// tract op: [`FastConv`] (a 1x1, stride-1, unpadded convolution on the block path) followed by
 /// [`FastDepthwise`] on its output. Inputs: the convolution's input, the depthwise kernel and
@@ -82,10 +82,7 @@ impl EvalOp for FusedConvDepthwise {
 
 impl TypedOp for FusedConvDepthwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.len() == 3);
-        ensure!(inputs[0].datum_type == f32::datum_type());
-        ensure!(inputs[0].shape.as_concrete() == Some(&*self.conv.shapes().0));
-        Ok(tvec!(f32::fact(&*self.dw.output_shape())))
+        f32_output_facts(inputs, 3, &self.conv.shapes().0, &self.dw.output_shape())
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {

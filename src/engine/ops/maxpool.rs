@@ -3,9 +3,8 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::depthwise::FastDepthwise;
 use super::planes::{run_planes, Reduce};
-use super::{eval_f32, supported_taps, Geometry, Isa};
+use super::{eval_f32, f32_output_facts, supported_taps, Geometry, Isa};
 
 /// tract op: max pooling of an f32 CHW (`rank == 3`) or NCHW (`rank == 4`) tensor, the same
 /// plane loop as [`FastDepthwise`] with `max` for the sum and -inf for the padding.
@@ -35,12 +34,7 @@ impl FastMaxPool {
 
     /// Input and output shapes.
     pub fn shapes(&self) -> (TVec<usize>, TVec<usize>) {
-        FastDepthwise {
-            geo: self.geo,
-            rank: self.rank,
-            clip: None,
-        }
-        .shapes()
+        self.geo.shapes(self.geo.c, self.rank)
     }
 }
 
@@ -52,8 +46,13 @@ impl Op for FastMaxPool {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.geo;
         Ok(vec![format!(
-            "{}x{} stride {}x{} pad t{} l{} b{} r{} c={} {}x{}",
-            g.kh, g.kw, g.sh, g.sw, g.pad_top, g.pad_left, g.pad_bottom, g.pad_right, g.c, g.h, g.w
+            "c={} {}x{} stride {}x{} {}",
+            g.c,
+            g.kh,
+            g.kw,
+            g.sh,
+            g.sw,
+            g.describe_padding()
         )])
     }
 
@@ -83,10 +82,7 @@ impl EvalOp for FastMaxPool {
 impl TypedOp for FastMaxPool {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let (input_shape, output_shape) = self.shapes();
-        ensure!(inputs.len() == 1);
-        ensure!(inputs[0].datum_type == f32::datum_type());
-        ensure!(inputs[0].shape.as_concrete() == Some(&*input_shape));
-        Ok(tvec!(f32::fact(&*output_shape)))
+        f32_output_facts(inputs, 1, &input_shape, &output_shape)
     }
 
     as_op!();

@@ -29,8 +29,8 @@ pub mod winograd;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 
-use tract_onnx::prelude::{tvec, Datum, TValue, TVec, Tensor, TractResult};
-use tract_onnx::tract_core::internal::{ensure, IntoTValue};
+use tract_onnx::prelude::{tvec, Datum, TValue, TVec, Tensor, TractResult, TypedFact};
+use tract_onnx::tract_core::internal::{ensure, DatumExt, IntoTValue};
 
 pub use conv::FastConv;
 pub use depthwise::{depthwise, FastDepthwise};
@@ -68,6 +68,30 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// Input and output shapes of an op over this geometry with `cout` output channels: NCHW
+    /// for `rank == 4`, CHW (batch 1) for `rank == 3`.
+    pub fn shapes(&self, cout: usize, rank: usize) -> (TVec<usize>, TVec<usize>) {
+        if rank == 4 {
+            (
+                tvec!(self.n, self.c, self.h, self.w),
+                tvec!(self.n, cout, self.oh(), self.ow()),
+            )
+        } else {
+            (
+                tvec!(self.c, self.h, self.w),
+                tvec!(cout, self.oh(), self.ow()),
+            )
+        }
+    }
+
+    /// `pad tT lL bB rR on HxW`: the end of every op's `info` line.
+    pub(crate) fn describe_padding(&self) -> String {
+        format!(
+            "pad t{} l{} b{} r{} on {}x{}",
+            self.pad_top, self.pad_left, self.pad_bottom, self.pad_right, self.h, self.w
+        )
+    }
+
     pub(crate) fn padded_h(&self) -> usize {
         self.h + self.pad_top + self.pad_bottom
     }
@@ -217,6 +241,25 @@ impl fmt::Debug for Clip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "clip({}, {})", self.lo(), self.hi())
     }
+}
+
+/// ` clip(lo, hi)` after an op's `info` line when it carries a fused clamp.
+pub(crate) fn describe_clip(clip: Option<Clip>) -> String {
+    clip.map(|c| format!(" {c:?}")).unwrap_or_default()
+}
+
+/// Every op's `output_facts`: `inputs` are the f32 activation of `input_shape` then `arity - 1`
+/// constant weights; the output is f32 of `output_shape`.
+pub(crate) fn f32_output_facts(
+    inputs: &[&TypedFact],
+    arity: usize,
+    input_shape: &[usize],
+    output_shape: &[usize],
+) -> TractResult<TVec<TypedFact>> {
+    ensure!(inputs.len() == arity);
+    ensure!(inputs[0].datum_type == f32::datum_type());
+    ensure!(inputs[0].shape.as_concrete() == Some(input_shape));
+    Ok(tvec!(f32::fact(output_shape)))
 }
 
 /// What every op's `eval` does around its kernel: checks that the input is f32 and has the shape

@@ -25,7 +25,7 @@ use tract_onnx::tract_core::internal::*;
 
 use super::conv::MR;
 use super::planes::Job;
-use super::{eval_f32, Clip, Geometry, Isa};
+use super::{describe_clip, eval_f32, f32_output_facts, Clip, Geometry, Isa};
 
 mod transform;
 
@@ -274,15 +274,7 @@ impl FastWinograd {
 
     /// Input and output shapes.
     pub fn shapes(&self) -> (TVec<usize>, TVec<usize>) {
-        let g = &self.geo;
-        if self.rank == 4 {
-            (
-                tvec!(g.n, g.c, g.h, g.w),
-                tvec!(g.n, self.cout, g.oh(), g.ow()),
-            )
-        } else {
-            (tvec!(g.c, g.h, g.w), tvec!(self.cout, g.oh(), g.ow()))
-        }
+        self.geo.shapes(self.cout, self.rank)
     }
 }
 
@@ -294,17 +286,12 @@ impl Op for FastWinograd {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.geo;
         Ok(vec![format!(
-            "{}->{} 3x3 {:?} pad t{} l{} b{} r{} on {}x{}{}",
+            "{}->{} 3x3 {:?} {}{}",
             g.c,
             self.cout,
             self.tile,
-            g.pad_top,
-            g.pad_left,
-            g.pad_bottom,
-            g.pad_right,
-            g.h,
-            g.w,
-            self.clip.map(|c| format!(" {c:?}")).unwrap_or_default()
+            g.describe_padding(),
+            describe_clip(self.clip)
         )])
     }
 
@@ -330,10 +317,7 @@ impl EvalOp for FastWinograd {
 impl TypedOp for FastWinograd {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let (input_shape, output_shape) = self.shapes();
-        ensure!(inputs.len() == 1);
-        ensure!(inputs[0].datum_type == f32::datum_type());
-        ensure!(inputs[0].shape.as_concrete() == Some(&*input_shape));
-        Ok(tvec!(f32::fact(&*output_shape)))
+        f32_output_facts(inputs, 1, &input_shape, &output_shape)
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
