@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tagger::engine::ops::{depthwise, Geometry, Isa};
 use tagger::engine::rewrite::{rewrite_optimized, rewrite_typed};
+use tagger::engine::tract::thread_cpu_time as thread_cpu;
 use tagger::engine::{Engine, EngineOptions, TractEngine};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{SimplePlan, SimpleState};
@@ -724,17 +725,6 @@ fn main() {
     if a.resize {
         resize_bench(a.runs);
     }
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // Safety: a valid clock id and a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 fn resize_bench(runs: usize) {

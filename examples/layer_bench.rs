@@ -8,11 +8,10 @@
 //! `--cold`: before every timed run, write 64 MB elsewhere (not timed), so the weights and the
 //! input come from memory as they do inside a whole model, not from the cache of the last run.
 
-use std::time::Duration;
-
 use tagger::engine::ops::conv::{dense, FastConv};
 use tagger::engine::ops::fused::{fused, FusedConvDepthwise};
 use tagger::engine::ops::{depthwise, Clip, FastDepthwise, Geometry, Isa};
+use tagger::engine::tract::thread_cpu_time as thread_cpu;
 
 /// (kind, cin, cout, size, kernel, stride): "pw" dense 1x1, "dw" depthwise (cin = cout), "fx"
 /// a 1x1 expansion `cin -> cout` and a depthwise `kernel` / `stride` on it, fused (the engine's
@@ -59,16 +58,6 @@ const LAYERS: &[(&str, usize, usize, usize, usize, usize)] = &[
 
 /// One layer on fixed inputs, writing into the output it is given.
 type Layer = Box<dyn FnMut(&mut [f32])>;
-
-fn thread_cpu() -> Duration {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // Safety: a valid clock id and a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2654435761) | 1;
@@ -134,17 +123,7 @@ fn main() {
             _ => cout * oh * ow * k * k * cin,
         } as f64;
         let mut run: Layer = if kind == "fx" {
-            let pw = Geometry {
-                kh: 1,
-                kw: 1,
-                sh: 1,
-                sw: 1,
-                pad_top: 0,
-                pad_left: 0,
-                pad_bottom: 0,
-                pad_right: 0,
-                ..g
-            };
+            let pw = Geometry::pointwise(g.n, g.c, g.h, g.w);
             let mut conv =
                 FastConv::new(pw, cout, 4, &values(cout * cin, 2), &values(cout, 3)).unwrap();
             conv.clip = clip;

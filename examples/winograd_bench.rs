@@ -11,14 +11,9 @@
 use tagger::engine::ops::conv::dense;
 use tagger::engine::ops::{winograd, FastConv, FastWinograd, Geometry, Isa, Tile};
 
+/// The calling thread's CPU time in milliseconds.
 fn cpu_now() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // Safety: a plain syscall writing into `t`.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
+    tagger::engine::tract::thread_cpu_time().as_secs_f64() * 1e3
 }
 
 fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
@@ -61,20 +56,7 @@ fn main() {
             .collect()
     };
     for (c, hw) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
-        let g = Geometry {
-            n: 1,
-            c,
-            h: hw,
-            w: hw,
-            kh: 3,
-            kw: 3,
-            sh: 1,
-            sw: 1,
-            pad_top: 1,
-            pad_left: 1,
-            pad_bottom: 1,
-            pad_right: 1,
-        };
+        let g = Geometry::square(1, c, hw, hw, 3, 1, 1);
         let x = rand(c * hw * hw, 1.0);
         let k = rand(c * c * 9, 0.05);
         let b = rand(c, 0.1);

@@ -759,20 +759,7 @@ mod tests {
             (1, 20, 70, 16, 16),
             (1, 17, 13, 17, 19),
         ] {
-            let g = Geometry {
-                n,
-                c: cin,
-                h,
-                w,
-                kh: 1,
-                kw: 1,
-                sh: 1,
-                sw: 1,
-                pad_top: 0,
-                pad_left: 0,
-                pad_bottom: 0,
-                pad_right: 0,
-            };
+            let g = Geometry::pointwise(n, cin, h, w);
             let x = rng.uniforms(-1.0, 1.0, n * cin * h * w);
             let wts = rng.uniforms(-0.2, 0.2, cout * cin);
             let bias = rng.uniforms(-1.0, 1.0, cout);

@@ -218,18 +218,7 @@ mod tests {
     /// channels-in-lanes size: tract's plan against the engine's (which must fuse the pair),
     /// and [`fused`] on every instruction set against tract.
     fn pair_vs_tract(rng: &mut Rng, cin: usize, g: Geometry, relu_between: bool, relu_after: bool) {
-        let pw = Geometry {
-            c: cin,
-            kh: 1,
-            kw: 1,
-            sh: 1,
-            sw: 1,
-            pad_top: 0,
-            pad_left: 0,
-            pad_bottom: 0,
-            pad_right: 0,
-            ..g
-        };
+        let pw = Geometry::pointwise(g.n, cin, g.h, g.w);
         let shape = [g.n, cin, g.h, g.w];
         let x = rng.uniforms(-1.0, 1.0, shape.iter().product());
         let w1 = rng.uniforms(-0.5, 0.5, g.c * cin);

@@ -68,6 +68,37 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// A square `k x k` kernel with the same stride both ways and `pad` zeros on every side.
+    pub fn square(
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Geometry {
+        Geometry {
+            n,
+            c,
+            h,
+            w,
+            kh: k,
+            kw: k,
+            sh: stride,
+            sw: stride,
+            pad_top: pad,
+            pad_left: pad,
+            pad_bottom: pad,
+            pad_right: pad,
+        }
+    }
+
+    /// A 1x1, stride-1, unpadded (pointwise) convolution over `c` planes of `h x w`.
+    pub fn pointwise(n: usize, c: usize, h: usize, w: usize) -> Geometry {
+        Geometry::square(n, c, h, w, 1, 1, 0)
+    }
+
     /// Input and output shapes of an op over this geometry with `cout` output channels: NCHW
     /// for `rank == 4`, CHW (batch 1) for `rank == 3`.
     pub fn shapes(&self, cout: usize, rank: usize) -> (TVec<usize>, TVec<usize>) {

@@ -119,20 +119,7 @@ fn matches_the_definition_on_random_shapes() {
 fn resnet18_shapes_stay_accurate() {
     let mut rng = Rng::new(18);
     for (c, hw) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
-        let g = Geometry {
-            n: 1,
-            c,
-            h: hw,
-            w: hw,
-            kh: 3,
-            kw: 3,
-            sh: 1,
-            sw: 1,
-            pad_top: 1,
-            pad_left: 1,
-            pad_bottom: 1,
-            pad_right: 1,
-        };
+        let g = Geometry::square(1, c, hw, hw, 3, 1, 1);
         for (tile, bound) in [(Tile::F2, 2e-6), (Tile::F4, 5e-5)] {
             let e = max_error(g, c, tile, Some(Clip::new(0.0, f32::INFINITY)), &mut rng);
             eprintln!("{c}x{hw}x{hw} {tile:?}: max error {e:.2e}");
