@@ -553,9 +553,11 @@ mod x86 {
         super::vertical_portable(image, taps, row_offset, out_height)
     }
 
-    /// The AVX-512 kernels: the same integer sums as the AVX2 ones with twice the lanes,
-    /// `vpdpwssd` (multiply pairs and accumulate in one instruction) and masked loads, which
-    /// never touch the bytes they leave out, so no pixel needs a scalar fallback at the edges.
+    /// The AVX-512 kernels: the same integer sums as the AVX2 ones with VNNI's multiply-and-
+    /// accumulate instructions and masked loads, which never touch the bytes they leave out, so
+    /// no pixel needs a scalar fallback at the edges. The horizontal pass multiplies u8 pixels
+    /// by i8 digits of the weights (`vpdpbusd`, 16 taps per vector and row, three digits); the
+    /// vertical pass pairs rows as i16 with the weights split as in AVX2 (`vpdpwssd`).
     pub(super) mod avx512 {
         use std::arch::x86_64::*;
 
@@ -571,22 +573,22 @@ mod x86 {
                 && std::arch::is_x86_feature_detected!("avx512vnni")
         }
 
-        /// Taps per chunk: eight RGB pixels (24 bytes) fill a 512-bit vector of i16 pairs.
-        const CHUNK: usize = 8;
+        /// Taps per chunk: sixteen RGB pixels (48 bytes) of one row, as u8 quads in 64 bytes.
+        const CHUNK: usize = 16;
 
-        /// Where `vpermb` takes each byte from: 128-bit lane `l` holds taps `2l, 2l + 1` as
-        /// i16 pairs `[R, R', G, G', B, B', 0, 0]` (high bytes and the last pair zeroed by
-        /// [`PAIR_BYTES`]), so one `vpdpwssd` lane sums one channel of two taps.
+        /// Where `vpermb` takes each byte from: 128-bit lane `l` holds taps `4l..4l + 4` as
+        /// `[R R R R, G G G G, B B B B, 0 0 0 0]`, so one `vpdpbusd` i32 lane sums one channel
+        /// of four taps. Byte 63 of a load is always zero (a chunk reads at most 48 bytes).
         const PERMUTE: [u8; 64] = {
-            let mut idx = [0u8; 64];
+            let mut idx = [63u8; 64];
             let mut l = 0;
             while l < 4 {
                 let mut ch = 0;
                 while ch < 3 {
-                    let mut slot = 0;
-                    while slot < 2 {
-                        idx[2 * (8 * l + 2 * ch + slot)] = (3 * (2 * l + slot) + ch) as u8;
-                        slot += 1;
+                    let mut j = 0;
+                    while j < 4 {
+                        idx[16 * l + 4 * ch + j] = (3 * (4 * l + j) + ch) as u8;
+                        j += 1;
                     }
                     ch += 1;
                 }
@@ -595,18 +597,32 @@ mod x86 {
             idx
         };
 
-        /// The bytes [`PERMUTE`] fills: the low byte of i16 lanes 0..6 of each 128-bit lane.
-        const PAIR_BYTES: u64 = 0x0555_0555_0555_0555;
+        /// Digits of a weight: `w = d2 * 2^16 + d1 * 2^8 + d0` with every digit in i8 (d0, d1
+        /// balanced in -128..=127), so `vpdpbusd` (u8 pixel times i8 weight) can multiply;
+        /// the sum `(S2 << 16) + (S1 << 8) + S0` of the digits' sums is Pillow's integer.
+        fn digits(w: i32) -> [i8; 3] {
+            let d0 = w as u8 as i8;
+            let rest = (w - i32::from(d0)) >> 8;
+            let d1 = rest as u8 as i8;
+            let d2 = (rest - i32::from(d1)) >> 8;
+            let d2 = i8::try_from(d2).expect("|weight| <= 2^22 leaves the top digit in i8");
+            debug_assert_eq!(
+                (i32::from(d2) << 16) + (i32::from(d1) << 8) + i32::from(d0),
+                w
+            );
+            [d0, d1, d2]
+        }
 
-        /// The horizontal taps laid out for [`horizontal`]: per output pixel, chunks of eight
-        /// taps, each one `[hi, lo]` pair of weight vectors facing the pixels as [`PERMUTE`]
-        /// places them (taps past the end weigh 0) and the mask of the bytes its load reads.
+        /// The horizontal taps laid out for [`horizontal`]: per output pixel, chunks of
+        /// sixteen taps, each three digit vectors (see [`digits`]) facing the pixels as
+        /// [`PERMUTE`] places them (taps past the end weigh 0) and the mask of the bytes its
+        /// load reads.
         pub(in super::super) struct WideTaps {
             /// Per output pixel: its first input byte, first chunk and number of chunks.
             pixels: Vec<(usize, u32, u32)>,
-            /// `[hi, lo]` weight vectors, chunk after chunk.
-            weights: Vec<[[i16; 32]; 2]>,
-            /// Per chunk: the bytes of its taps (all 24, or fewer in a pixel's last chunk).
+            /// `[d0, d1, d2]` weight vectors, chunk after chunk.
+            weights: Vec<[[i8; 64]; 3]>,
+            /// Per chunk: the bytes of its taps (all 48, or fewer in a pixel's last chunk).
             masks: Vec<u64>,
         }
 
@@ -618,16 +634,15 @@ mod x86 {
                     let n = tap.weights.len().div_ceil(CHUNK);
                     pixels.push((tap.start * 3, weights.len() as u32, n as u32));
                     for c in 0..n {
-                        let mut vectors = [[0i16; 32]; 2];
+                        let mut vectors = [[0i8; 64]; 3];
                         let used = (tap.weights.len() - CHUNK * c).min(CHUNK);
                         for j in 0..used {
-                            let w = tap.weights[CHUNK * c + j];
-                            // w = hi * 2^11 + lo with 0 <= lo < 2^11; |w| <= 2^22 keeps hi in i16.
-                            let (hi, lo) = (w >> SPLIT_BITS, w & ((1 << SPLIT_BITS) - 1));
-                            let (lane, slot) = (j / 2, j % 2);
+                            let d = digits(tap.weights[CHUNK * c + j]);
+                            let (lane, slot) = (j / 4, j % 4);
                             for ch in 0..3 {
-                                vectors[0][8 * lane + 2 * ch + slot] = hi as i16;
-                                vectors[1][8 * lane + 2 * ch + slot] = lo as i16;
+                                for (v, &digit) in vectors.iter_mut().zip(&d) {
+                                    v[16 * lane + 4 * ch + slot] = digit;
+                                }
                             }
                         }
                         weights.push(vectors);
@@ -668,9 +683,8 @@ mod x86 {
                 let last = (first + n) as usize;
                 assert!(last <= plan.weights.len());
                 if n > 0 {
-                    let read =
-                        CHUNK * 3 * (n as usize - 1) + plan.masks[last - 1].count_ones() as usize;
-                    assert!(start + read <= stride);
+                    let last_bytes = plan.masks[last - 1].count_ones() as usize;
+                    assert!(start + CHUNK * 3 * (n as usize - 1) + last_bytes <= stride);
                 }
             }
             let idx = _mm512_loadu_si512(PERMUTE.as_ptr() as *const _);
@@ -679,21 +693,23 @@ mod x86 {
             while r + ROWS <= rows {
                 let src: [*const u8; ROWS] =
                     std::array::from_fn(|k| image.data.as_ptr().add((first_row + r + k) * stride));
+                let dst: [*mut u8; ROWS] =
+                    std::array::from_fn(|k| out.as_mut_ptr().add((r + k) * out_stride));
                 for (x, &(start, first, n)) in plan.pixels.iter().enumerate() {
-                    let mut hi = [_mm512_setzero_si512(); ROWS];
-                    let mut lo = [_mm512_setzero_si512(); ROWS];
+                    let mut acc = [[_mm512_setzero_si512(); 3]; ROWS];
                     for c in 0..n as usize {
                         let chunk = first as usize + c;
                         let w = plan.weights.as_ptr().add(chunk) as *const __m512i;
-                        let (w_hi, w_lo) = (_mm512_loadu_si512(w), _mm512_loadu_si512(w.add(1)));
+                        let w = [0, 1, 2].map(|d| _mm512_loadu_si512(w.add(d)));
                         let mask = *plan.masks.get_unchecked(chunk);
                         for k in 0..ROWS {
                             let p = load_pixels(src[k].add(start + CHUNK * 3 * c), mask, idx);
-                            hi[k] = _mm512_dpwssd_epi32(hi[k], p, w_hi);
-                            lo[k] = _mm512_dpwssd_epi32(lo[k], p, w_lo);
+                            for d in 0..3 {
+                                acc[k][d] = _mm512_dpbusd_epi32(acc[k][d], p, w[d]);
+                            }
                         }
                     }
-                    let acc: [__m512i; ROWS] = std::array::from_fn(|k| combine(hi[k], lo[k]));
+                    let acc: [__m512i; ROWS] = std::array::from_fn(|k| combine_digits(acc[k]));
                     // Transpose-and-add the 128-bit lanes: lane k of `sums` is row k's total.
                     let s01 = _mm512_add_epi32(
                         _mm512_shuffle_i64x2::<0x44>(acc[0], acc[1]),
@@ -707,29 +723,32 @@ mod x86 {
                         _mm512_shuffle_i64x2::<0x88>(s01, s23),
                         _mm512_shuffle_i64x2::<0xDD>(s01, s23),
                     );
+                    // Row k's RGB in bytes 4k..4k + 3: shifted down, stored three bytes wide.
                     let bytes = clip8(sums);
-                    let mut px = [0u8; 16];
-                    _mm_storeu_si128(px.as_mut_ptr() as *mut __m128i, bytes);
-                    for k in 0..ROWS {
-                        let o = (r + k) * out_stride + 3 * x;
-                        out[o..o + 3].copy_from_slice(&px[4 * k..4 * k + 3]);
-                    }
+                    _mm_mask_storeu_epi8(dst[0].add(3 * x) as *mut i8, 0b111, bytes);
+                    let b1 = _mm_srli_si128::<4>(bytes);
+                    _mm_mask_storeu_epi8(dst[1].add(3 * x) as *mut i8, 0b111, b1);
+                    let b2 = _mm_srli_si128::<8>(bytes);
+                    _mm_mask_storeu_epi8(dst[2].add(3 * x) as *mut i8, 0b111, b2);
+                    let b3 = _mm_srli_si128::<12>(bytes);
+                    _mm_mask_storeu_epi8(dst[3].add(3 * x) as *mut i8, 0b111, b3);
                 }
                 r += ROWS;
             }
             while r < rows {
                 let src = image.data.as_ptr().add((first_row + r) * stride);
                 for (x, &(start, first, n)) in plan.pixels.iter().enumerate() {
-                    let (mut hi, mut lo) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                    let mut acc = [_mm512_setzero_si512(); 3];
                     for c in 0..n as usize {
                         let chunk = first as usize + c;
                         let w = plan.weights.as_ptr().add(chunk) as *const __m512i;
                         let mask = *plan.masks.get_unchecked(chunk);
                         let p = load_pixels(src.add(start + CHUNK * 3 * c), mask, idx);
-                        hi = _mm512_dpwssd_epi32(hi, p, _mm512_loadu_si512(w));
-                        lo = _mm512_dpwssd_epi32(lo, p, _mm512_loadu_si512(w.add(1)));
+                        for (d, a) in acc.iter_mut().enumerate() {
+                            *a = _mm512_dpbusd_epi32(*a, p, _mm512_loadu_si512(w.add(d)));
+                        }
                     }
-                    let acc = combine(hi, lo);
+                    let acc = combine_digits(acc);
                     let half = _mm256_add_epi32(
                         _mm512_castsi512_si256(acc),
                         _mm512_extracti64x4_epi64::<1>(acc),
@@ -747,7 +766,7 @@ mod x86 {
             }
         }
 
-        /// Eight taps' pixels from `src` (the bytes in `mask` read), laid out by [`PERMUTE`].
+        /// Sixteen taps' pixels from `src` (the bytes in `mask` read), laid out by [`PERMUTE`].
         ///
         /// # Safety
         /// The bytes of `src` selected by `mask` readable.
@@ -755,11 +774,20 @@ mod x86 {
         #[inline]
         unsafe fn load_pixels(src: *const u8, mask: u64, idx: __m512i) -> __m512i {
             let bytes = _mm512_maskz_loadu_epi8(mask, src as *const i8);
-            _mm512_maskz_permutexvar_epi8(PAIR_BYTES, idx, bytes)
+            _mm512_permutexvar_epi8(idx, bytes)
         }
 
-        /// `(hi << 11) + lo`: Pillow's sum `pixel * weight`, lane by lane. The adds wrap, and
-        /// wrapping adds in any order end at the true total, which fits in i32.
+        /// `(S2 << 16) + (S1 << 8) + S0`: Pillow's sum `pixel * weight`, lane by lane. The
+        /// adds wrap, and wrapping adds in any order end at the true total, which fits in i32.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        fn combine_digits([s0, s1, s2]: [__m512i; 3]) -> __m512i {
+            let high = _mm512_add_epi32(_mm512_slli_epi32::<8>(s2), s1);
+            _mm512_add_epi32(_mm512_slli_epi32::<8>(high), s0)
+        }
+
+        /// `(hi << 11) + lo`: Pillow's sum `pixel * weight`, lane by lane, from the two halves
+        /// of the weights' split (wrapping adds, as in [`combine_digits`]).
         #[target_feature(enable = "avx512f")]
         #[inline]
         fn combine(hi: __m512i, lo: __m512i) -> __m512i {
