@@ -556,7 +556,7 @@ mod x86 {
     /// The AVX-512 kernels: the same integer sums as the AVX2 ones with VNNI's multiply-and-
     /// accumulate instructions and masked loads, which never touch the bytes they leave out, so
     /// no pixel needs a scalar fallback at the edges. The horizontal pass multiplies u8 pixels
-    /// by i8 digits of the weights (`vpdpbusd`, 16 taps per vector and row, three digits); the
+    /// by i8 digits of the weights (`vpdpbusd`, 8 taps of 2 rows per vector, three digits); the
     /// vertical pass pairs rows as i16 with the weights split as in AVX2 (`vpdpwssd`).
     pub(super) mod avx512 {
         use std::arch::x86_64::*;
@@ -573,26 +573,33 @@ mod x86 {
                 && std::arch::is_x86_feature_detected!("avx512vnni")
         }
 
-        /// Taps per chunk: sixteen RGB pixels (48 bytes) of one row, as u8 quads in 64 bytes.
-        const CHUNK: usize = 16;
+        /// Taps per chunk: eight RGB pixels (24 bytes) of one row fill 256 bits as u8 quads,
+        /// so one 512-bit vector holds a chunk of two rows.
+        const CHUNK: usize = 8;
 
-        /// Where `vpermb` takes each byte from: 128-bit lane `l` holds taps `4l..4l + 4` as
-        /// `[R R R R, G G G G, B B B B, 0 0 0 0]`, so one `vpdpbusd` i32 lane sums one channel
-        /// of four taps. Byte 63 of a load is always zero (a chunk reads at most 48 bytes).
+        /// Where `vpermb` takes each byte from: 128-bit lane `l` of each 256-bit half (one row
+        /// each) holds taps `4l..4l + 4` as `[R R R R, G G G G, B B B B, 0 0 0 0]`, so one
+        /// `vpdpbusd` i32 lane sums one channel of four taps. Byte 63 is always zero (each
+        /// half's load reads at most 24 bytes).
         const PERMUTE: [u8; 64] = {
             let mut idx = [63u8; 64];
-            let mut l = 0;
-            while l < 4 {
-                let mut ch = 0;
-                while ch < 3 {
-                    let mut j = 0;
-                    while j < 4 {
-                        idx[16 * l + 4 * ch + j] = (3 * (4 * l + j) + ch) as u8;
-                        j += 1;
+            let mut half = 0;
+            while half < 2 {
+                let mut l = 0;
+                while l < 2 {
+                    let mut ch = 0;
+                    while ch < 3 {
+                        let mut j = 0;
+                        while j < 4 {
+                            idx[32 * half + 16 * l + 4 * ch + j] =
+                                (32 * half + 3 * (4 * l + j) + ch) as u8;
+                            j += 1;
+                        }
+                        ch += 1;
                     }
-                    ch += 1;
+                    l += 1;
                 }
-                l += 1;
+                half += 1;
             }
             idx
         };
@@ -613,17 +620,17 @@ mod x86 {
             [d0, d1, d2]
         }
 
-        /// The horizontal taps laid out for [`horizontal`]: per output pixel, chunks of
-        /// sixteen taps, each three digit vectors (see [`digits`]) facing the pixels as
-        /// [`PERMUTE`] places them (taps past the end weigh 0) and the mask of the bytes its
-        /// load reads.
+        /// The horizontal taps laid out for [`horizontal`]: per output pixel, chunks of eight
+        /// taps, each three digit vectors (see [`digits`]) of one row's half facing the pixels
+        /// as [`PERMUTE`] places them (taps past the end weigh 0) and the mask of the bytes
+        /// its loads read.
         pub(in super::super) struct WideTaps {
             /// Per output pixel: its first input byte, first chunk and number of chunks.
             pixels: Vec<(usize, u32, u32)>,
-            /// `[d0, d1, d2]` weight vectors, chunk after chunk.
-            weights: Vec<[[i8; 64]; 3]>,
-            /// Per chunk: the bytes of its taps (all 48, or fewer in a pixel's last chunk).
-            masks: Vec<u64>,
+            /// `[d0, d1, d2]` weight half-vectors, chunk after chunk.
+            weights: Vec<[[i8; 32]; 3]>,
+            /// Per chunk: the bytes of its taps (all 24, or fewer in a pixel's last chunk).
+            masks: Vec<u32>,
         }
 
         impl WideTaps {
@@ -634,7 +641,7 @@ mod x86 {
                     let n = tap.weights.len().div_ceil(CHUNK);
                     pixels.push((tap.start * 3, weights.len() as u32, n as u32));
                     for c in 0..n {
-                        let mut vectors = [[0i8; 64]; 3];
+                        let mut vectors = [[0i8; 32]; 3];
                         let used = (tap.weights.len() - CHUNK * c).min(CHUNK);
                         for j in 0..used {
                             let d = digits(tap.weights[CHUNK * c + j]);
@@ -646,7 +653,7 @@ mod x86 {
                             }
                         }
                         weights.push(vectors);
-                        masks.push((1u64 << (3 * used)) - 1);
+                        masks.push((1u32 << (3 * used)) - 1);
                     }
                 }
                 WideTaps {
@@ -657,12 +664,13 @@ mod x86 {
             }
         }
 
-        /// Rows that share each weight load and one reduction.
+        /// Rows that share each weight load and one reduction: two vectors of two rows.
         const ROWS: usize = 4;
 
         /// The horizontal pass over rows `first_row..last_row` of `image` into `out`
         /// (`plan`'s output pixels per row), equal to [`super::super::horizontal_portable`]
-        /// byte for byte. Rows go four at a time, then one at a time.
+        /// byte for byte. Rows go four at a time; a last group of fewer repeats its last row
+        /// (computed and written again, the same bytes).
         ///
         /// # Safety
         /// The CPU must have the subsets [`detected`] checks.
@@ -689,39 +697,39 @@ mod x86 {
             }
             let idx = _mm512_loadu_si512(PERMUTE.as_ptr() as *const _);
             let rows = last_row - first_row;
-            let mut r = 0;
-            while r + ROWS <= rows {
+            for r in (0..rows).step_by(ROWS) {
+                let row = |k: usize| (r + k).min(rows - 1);
                 let src: [*const u8; ROWS] =
-                    std::array::from_fn(|k| image.data.as_ptr().add((first_row + r + k) * stride));
+                    std::array::from_fn(|k| image.data.as_ptr().add((first_row + row(k)) * stride));
                 let dst: [*mut u8; ROWS] =
-                    std::array::from_fn(|k| out.as_mut_ptr().add((r + k) * out_stride));
+                    std::array::from_fn(|k| out.as_mut_ptr().add(row(k) * out_stride));
                 for (x, &(start, first, n)) in plan.pixels.iter().enumerate() {
-                    let mut acc = [[_mm512_setzero_si512(); 3]; ROWS];
+                    let mut acc = [[_mm512_setzero_si512(); 3]; ROWS / 2];
                     for c in 0..n as usize {
                         let chunk = first as usize + c;
-                        let w = plan.weights.as_ptr().add(chunk) as *const __m512i;
-                        let w = [0, 1, 2].map(|d| _mm512_loadu_si512(w.add(d)));
+                        let w = plan.weights.as_ptr().add(chunk) as *const __m256i;
+                        let w =
+                            [0, 1, 2].map(|d| _mm512_broadcast_i64x4(_mm256_loadu_si256(w.add(d))));
                         let mask = *plan.masks.get_unchecked(chunk);
-                        for k in 0..ROWS {
-                            let p = load_pixels(src[k].add(start + CHUNK * 3 * c), mask, idx);
+                        let offset = start + CHUNK * 3 * c;
+                        for (q, acc) in acc.iter_mut().enumerate() {
+                            let p = load_pixels(
+                                src[2 * q].add(offset),
+                                src[2 * q + 1].add(offset),
+                                mask,
+                                idx,
+                            );
                             for d in 0..3 {
-                                acc[k][d] = _mm512_dpbusd_epi32(acc[k][d], p, w[d]);
+                                acc[d] = _mm512_dpbusd_epi32(acc[d], p, w[d]);
                             }
                         }
                     }
-                    let acc: [__m512i; ROWS] = std::array::from_fn(|k| combine_digits(acc[k]));
-                    // Transpose-and-add the 128-bit lanes: lane k of `sums` is row k's total.
-                    let s01 = _mm512_add_epi32(
-                        _mm512_shuffle_i64x2::<0x44>(acc[0], acc[1]),
-                        _mm512_shuffle_i64x2::<0xEE>(acc[0], acc[1]),
-                    );
-                    let s23 = _mm512_add_epi32(
-                        _mm512_shuffle_i64x2::<0x44>(acc[2], acc[3]),
-                        _mm512_shuffle_i64x2::<0xEE>(acc[2], acc[3]),
-                    );
+                    // [row 0 lanes 0-1, row 1 lanes 0-1] and the same for rows 2, 3: add the
+                    // lanes of each row, so that lane k of `sums` is row k's total.
+                    let (a, b) = (combine_digits(acc[0]), combine_digits(acc[1]));
                     let sums = _mm512_add_epi32(
-                        _mm512_shuffle_i64x2::<0x88>(s01, s23),
-                        _mm512_shuffle_i64x2::<0xDD>(s01, s23),
+                        _mm512_shuffle_i64x2::<0x88>(a, b),
+                        _mm512_shuffle_i64x2::<0xDD>(a, b),
                     );
                     // Row k's RGB in bytes 4k..4k + 3: shifted down, stored three bytes wide.
                     let bytes = clip8(sums);
@@ -733,47 +741,20 @@ mod x86 {
                     let b3 = _mm_srli_si128::<12>(bytes);
                     _mm_mask_storeu_epi8(dst[3].add(3 * x) as *mut i8, 0b111, b3);
                 }
-                r += ROWS;
-            }
-            while r < rows {
-                let src = image.data.as_ptr().add((first_row + r) * stride);
-                for (x, &(start, first, n)) in plan.pixels.iter().enumerate() {
-                    let mut acc = [_mm512_setzero_si512(); 3];
-                    for c in 0..n as usize {
-                        let chunk = first as usize + c;
-                        let w = plan.weights.as_ptr().add(chunk) as *const __m512i;
-                        let mask = *plan.masks.get_unchecked(chunk);
-                        let p = load_pixels(src.add(start + CHUNK * 3 * c), mask, idx);
-                        for (d, a) in acc.iter_mut().enumerate() {
-                            *a = _mm512_dpbusd_epi32(*a, p, _mm512_loadu_si512(w.add(d)));
-                        }
-                    }
-                    let acc = combine_digits(acc);
-                    let half = _mm256_add_epi32(
-                        _mm512_castsi512_si256(acc),
-                        _mm512_extracti64x4_epi64::<1>(acc),
-                    );
-                    let quarter = _mm_add_epi32(
-                        _mm256_castsi256_si128(half),
-                        _mm256_extracti128_si256::<1>(half),
-                    );
-                    let bytes = clip8(_mm512_castsi128_si512(quarter));
-                    let [red, green, blue, _] = (_mm_cvtsi128_si32(bytes) as u32).to_le_bytes();
-                    let o = r * out_stride + 3 * x;
-                    out[o..o + 3].copy_from_slice(&[red, green, blue]);
-                }
-                r += 1;
             }
         }
 
-        /// Sixteen taps' pixels from `src` (the bytes in `mask` read), laid out by [`PERMUTE`].
+        /// Eight taps' pixels from `a` (low half) and `b` (high half), the bytes in `mask`
+        /// read from each, laid out by [`PERMUTE`].
         ///
         /// # Safety
-        /// The bytes of `src` selected by `mask` readable.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+        /// The bytes of `a` and `b` selected by `mask` readable.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
         #[inline]
-        unsafe fn load_pixels(src: *const u8, mask: u64, idx: __m512i) -> __m512i {
-            let bytes = _mm512_maskz_loadu_epi8(mask, src as *const i8);
+        unsafe fn load_pixels(a: *const u8, b: *const u8, mask: u32, idx: __m512i) -> __m512i {
+            let low = _mm256_maskz_loadu_epi8(mask, a as *const i8);
+            let high = _mm256_maskz_loadu_epi8(mask, b as *const i8);
+            let bytes = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high);
             _mm512_permutexvar_epi8(idx, bytes)
         }
 
