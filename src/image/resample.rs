@@ -664,12 +664,13 @@ mod x86 {
             }
         }
 
-        /// Rows that share each weight load and one reduction: two vectors of two rows.
-        const ROWS: usize = 4;
+        /// Rows that share each weight load: four vectors of two rows (a multiple of 4, the
+        /// rows of one reduction).
+        const ROWS: usize = 8;
 
         /// The horizontal pass over rows `first_row..last_row` of `image` into `out`
         /// (`plan`'s output pixels per row), equal to [`super::super::horizontal_portable`]
-        /// byte for byte. Rows go four at a time; a last group of fewer repeats its last row
+        /// byte for byte. Rows go eight at a time; a last group of fewer repeats its last row
         /// (computed and written again, the same bytes).
         ///
         /// # Safety
@@ -724,22 +725,26 @@ mod x86 {
                             }
                         }
                     }
-                    // [row 0 lanes 0-1, row 1 lanes 0-1] and the same for rows 2, 3: add the
-                    // lanes of each row, so that lane k of `sums` is row k's total.
-                    let (a, b) = (combine_digits(acc[0]), combine_digits(acc[1]));
-                    let sums = _mm512_add_epi32(
-                        _mm512_shuffle_i64x2::<0x88>(a, b),
-                        _mm512_shuffle_i64x2::<0xDD>(a, b),
-                    );
-                    // Row k's RGB in bytes 4k..4k + 3: shifted down, stored three bytes wide.
-                    let bytes = clip8(sums);
-                    _mm_mask_storeu_epi8(dst[0].add(3 * x) as *mut i8, 0b111, bytes);
-                    let b1 = _mm_srli_si128::<4>(bytes);
-                    _mm_mask_storeu_epi8(dst[1].add(3 * x) as *mut i8, 0b111, b1);
-                    let b2 = _mm_srli_si128::<8>(bytes);
-                    _mm_mask_storeu_epi8(dst[2].add(3 * x) as *mut i8, 0b111, b2);
-                    let b3 = _mm_srli_si128::<12>(bytes);
-                    _mm_mask_storeu_epi8(dst[3].add(3 * x) as *mut i8, 0b111, b3);
+                    for g in 0..ROWS / 4 {
+                        // [row 0 lanes 0-1, row 1 lanes 0-1] and the same for rows 2, 3: add
+                        // the lanes of each row, so that lane k of `sums` is row k's total.
+                        let a = combine_digits(acc[2 * g]);
+                        let b = combine_digits(acc[2 * g + 1]);
+                        let sums = _mm512_add_epi32(
+                            _mm512_shuffle_i64x2::<0x88>(a, b),
+                            _mm512_shuffle_i64x2::<0xDD>(a, b),
+                        );
+                        // Row k's RGB in bytes 4k..4k + 3: shifted down, stored 3 bytes wide.
+                        let dst = &dst[4 * g..4 * g + 4];
+                        let bytes = clip8(sums);
+                        _mm_mask_storeu_epi8(dst[0].add(3 * x) as *mut i8, 0b111, bytes);
+                        let b1 = _mm_srli_si128::<4>(bytes);
+                        _mm_mask_storeu_epi8(dst[1].add(3 * x) as *mut i8, 0b111, b1);
+                        let b2 = _mm_srli_si128::<8>(bytes);
+                        _mm_mask_storeu_epi8(dst[2].add(3 * x) as *mut i8, 0b111, b2);
+                        let b3 = _mm_srli_si128::<12>(bytes);
+                        _mm_mask_storeu_epi8(dst[3].add(3 * x) as *mut i8, 0b111, b3);
+                    }
                 }
             }
         }
