@@ -6,12 +6,13 @@
 //! `fast_image_resize` differs by one level on ~15% of pixels, which moves a trained network's
 //! probabilities by up to 1e-2, so we port the algorithm instead.
 //!
-//! The horizontal pass (most of the work when a photo shrinks tenfold) has an AVX2 kernel,
-//! chosen at run time, that computes the same integer sums: Pillow accumulates `pixel * weight`
-//! in i32 with 22-bit weights, too wide for the 16-bit multiplies of `vpmaddwd`, so each weight
-//! is split as `hi * 2^11 + lo` (both fit in i16) and the sum is `(sum p*hi << 11) + sum p*lo`,
-//! the same integer (no partial sum overflows). The vertical pass is the scalar loop compiled
-//! once more for AVX2, which the compiler vectorises 8 lanes wide.
+//! Both passes have SIMD kernels, chosen at run time (AVX-512, else AVX2, else the portable
+//! code), that compute the same integer sums: Pillow accumulates `pixel * weight` in i32 with
+//! 22-bit weights, too wide for 16-bit multiplies, so the kernels split each weight into parts
+//! that fit (`hi * 2^11 + lo` as i16 for `vpmaddwd`/`vpdpwssd`, three i8 digits for
+//! `vpdpbusd`) and recombine the parts' sums with shifts: the same i32 total, since wrapping
+//! adds in any order end at the true sum, which fits. Without AVX-512 the vertical pass is the
+//! scalar loop compiled once more for AVX2, which the compiler vectorises 8 lanes wide.
 
 use super::RgbPixels;
 
@@ -198,26 +199,32 @@ fn horizontal_with(
     first_row: usize,
     last_row: usize,
 ) -> RgbPixels {
-    let mut data = vec![0u8; taps.len() * (last_row - first_row) * 3];
+    #[cfg(target_arch = "x86_64")]
+    let simd = |kernel: &dyn Fn(&mut [u8])| {
+        let mut data = vec![0u8; taps.len() * (last_row - first_row) * 3];
+        kernel(&mut data);
+        RgbPixels {
+            width: taps.len(),
+            height: last_row - first_row,
+            data,
+        }
+    };
     match isa {
-        Isa::Portable => return horizontal_portable(image, taps, first_row, last_row),
+        Isa::Portable => horizontal_portable(image, taps, first_row, last_row),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             let plan = x86::SplitTaps::new(taps);
             // Safety: the caller checked that the CPU has AVX2.
-            unsafe { x86::horizontal_avx2(image, taps, &plan, first_row, last_row, &mut data) };
+            simd(&|out| unsafe {
+                x86::horizontal_avx2(image, taps, &plan, first_row, last_row, out)
+            })
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             let plan = x86::avx512::WideTaps::new(taps);
             // Safety: the caller checked that the CPU has the AVX-512 subsets.
-            unsafe { x86::avx512::horizontal(image, &plan, first_row, last_row, &mut data) };
+            simd(&|out| unsafe { x86::avx512::horizontal(image, &plan, first_row, last_row, out) })
         }
-    }
-    RgbPixels {
-        width: taps.len(),
-        height: last_row - first_row,
-        data,
     }
 }
 
