@@ -705,12 +705,14 @@ mod x86 {
             }
             let idx = _mm512_loadu_si512(PERMUTE.as_ptr() as *const _);
             let rows = last_row - first_row;
+            // One pointer for all writes (rows repeated in the last group write the same bytes).
+            let out_base = out.as_mut_ptr();
             for r in (0..rows).step_by(ROWS) {
                 let row = |k: usize| (r + k).min(rows - 1);
                 let src: [*const u8; ROWS] =
                     std::array::from_fn(|k| image.data.as_ptr().add((first_row + row(k)) * stride));
                 let dst: [*mut u8; ROWS] =
-                    std::array::from_fn(|k| out.as_mut_ptr().add(row(k) * out_stride));
+                    std::array::from_fn(|k| out_base.add(row(k) * out_stride));
                 for (x, &(start, first, n)) in plan.pixels.iter().enumerate() {
                     let mut acc = [[_mm512_setzero_si512(); 3]; ROWS / 2];
                     for c in 0..n as usize {
