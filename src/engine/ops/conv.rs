@@ -289,8 +289,6 @@ struct Prepared<'a> {
     koff: Vec<u32>,
     /// The jobs of one plane.
     jobs: Vec<Job>,
-    lo: f32,
-    hi: f32,
 }
 
 fn conv_threaded(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) -> TractResult<()> {
@@ -331,15 +329,12 @@ fn conv_threaded(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) -> TractRe
     } else {
         super::planes::jobs(oh, ow, setup.wq, ow, lanes)
     };
-    let (lo, hi) = op.clip.map(|c| (c.lo(), c.hi())).unwrap_or((0.0, 0.0));
     let flat_len = (oh * setup.wq).next_multiple_of(super::LANES_MAX);
     let prepared = Prepared {
         op,
         setup,
         koff,
         jobs,
-        lo,
-        hi,
     };
     let blocks = op.weights.blocks();
     let spare_len = if copy { 0 } else { MR * flat_len.max(oh * ow) };
@@ -398,15 +393,12 @@ impl<'a> BlockRunner<'a> {
         } else {
             super::planes::jobs(g.h, g.w, g.w, g.w, lanes)
         };
-        let (lo, hi) = op.clip.map(|c| (c.lo(), c.hi())).unwrap_or((0.0, 0.0));
         Some(BlockRunner {
             prepared: Prepared {
                 op,
                 setup,
                 koff,
                 jobs,
-                lo,
-                hi,
             },
             isa,
         })
@@ -464,7 +456,7 @@ fn pointwise_small(op: &FastConv, x: &[f32], out: &mut [f32]) -> TractResult<()>
     let (p, k) = (g.h * g.w, g.c);
     let (packed, bias) = op.weights.lanes.as_ref().unwrap();
     let tiles = op.cout.div_ceil(CT);
-    let (lo, hi) = op.clip.map(|c| (c.lo(), c.hi())).unwrap_or((0.0, 0.0));
+    let (lo, hi) = Clip::bounds(op.clip);
     let clip = op.clip.is_some();
     for n in 0..g.n {
         let xn = x[n * k * p..][..k * p].as_ptr() as usize;
@@ -601,7 +593,7 @@ unsafe fn run_blocks(
     let w = &p.op.weights;
     let k = w.k;
     let clip = p.op.clip;
-    let (lo, hi) = (p.lo, p.hi);
+    let (lo, hi) = Clip::bounds(clip);
     for b in blocks {
         let weights = w.packed[b * k * MR..][..k * MR].as_ptr();
         let bias = &w.bias[b * MR..][..MR];

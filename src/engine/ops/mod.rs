@@ -266,6 +266,11 @@ impl Clip {
     pub fn hi(&self) -> f32 {
         f32::from_bits(self.hi)
     }
+
+    /// `(lo, hi)` of an optional clamp as the kernels take them (unused, `(0, 0)`, without one).
+    pub(crate) fn bounds(clip: Option<Clip>) -> (f32, f32) {
+        clip.map(|c| (c.lo(), c.hi())).unwrap_or((0.0, 0.0))
+    }
 }
 
 impl fmt::Debug for Clip {

@@ -157,7 +157,7 @@ pub(crate) fn run_planes(
     } else {
         0
     };
-    let (lo, hi) = clip.map(|c| (c.lo(), c.hi())).unwrap_or((0.0, 0.0));
+    let (lo, hi) = Clip::bounds(clip);
     let no_weights;
     let (kernel, bias) = match reduce {
         Reduce::Conv => (kernel, bias),
