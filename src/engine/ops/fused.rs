@@ -169,30 +169,18 @@ pub fn fused(
 #[cfg(test)]
 mod tests {
     use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
-    use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::math::{max, min};
     use tract_onnx::tract_core::ops::nn::DataFormat;
 
     use super::*;
-    use crate::engine::ops::testing::Rng;
+    use crate::engine::ops::testing::{pool_spec, Rng};
     use crate::engine::ops::Geometry;
     use crate::engine::rewrite::{rewrite_optimized, rewrite_typed};
 
     /// A tract `Conv` of `cin -> cout` channels in `group` groups.
     fn conv(cin: usize, cout: usize, group: usize, g: &Geometry) -> Conv {
         Conv {
-            pool_spec: PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: tvec!(g.kh, g.kw),
-                padding: PaddingSpec::Explicit(
-                    tvec!(g.pad_top, g.pad_left),
-                    tvec!(g.pad_bottom, g.pad_right),
-                ),
-                dilations: None,
-                strides: Some(tvec!(g.sh, g.sw)),
-                input_channels: cin,
-                output_channels: cout,
-            },
+            pool_spec: pool_spec(g, DataFormat::NCHW, cin, cout),
             kernel_fmt: KernelFormat::OIHW,
             group,
             q_params: None,

@@ -1,6 +1,10 @@
 //! Test helpers shared by the ops' and the rewrite's unit tests: deterministic random data,
 //! random geometries, and the definitions (in f64) the kernels are checked against.
 
+use tract_onnx::prelude::tvec;
+use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
 use super::{Clip, Geometry};
 
 pub(crate) use crate::test_rng::Rng;
@@ -100,4 +104,21 @@ pub(crate) fn reference_max(g: &Geometry, x: &[f32]) -> Vec<f32> {
         }
     }
     out
+}
+
+/// tract's `PoolSpec` for `g` (`cin -> cout` channels in `format`): how the tests build the
+/// tract op ours must equal.
+pub(crate) fn pool_spec(g: &Geometry, format: DataFormat, cin: usize, cout: usize) -> PoolSpec {
+    PoolSpec {
+        data_format: format,
+        kernel_shape: tvec!(g.kh, g.kw),
+        padding: PaddingSpec::Explicit(
+            tvec!(g.pad_top, g.pad_left),
+            tvec!(g.pad_bottom, g.pad_right),
+        ),
+        dilations: None,
+        strides: Some(tvec!(g.sh, g.sw)),
+        input_channels: cin,
+        output_channels: cout,
+    }
 }

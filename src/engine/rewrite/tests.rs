@@ -8,7 +8,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::*;
 use crate::engine::ops::conv::dense;
-use crate::engine::ops::testing::{close, random_geometry, Rng};
+use crate::engine::ops::testing::{close, pool_spec, random_geometry, Rng};
 use crate::engine::ops::winograd::winograd;
 use crate::engine::ops::{Geometry, Isa};
 
@@ -31,18 +31,7 @@ fn tract_vs_ours(g: &Geometry, fmt: DataFormat, relu6: bool, rng: &mut Rng) {
     let bv = model
         .add_const("b", Tensor::from_shape(&[g.c], &bias).unwrap())
         .unwrap();
-    let pool_spec = PoolSpec {
-        data_format: fmt,
-        kernel_shape: tvec!(g.kh, g.kw),
-        padding: PaddingSpec::Explicit(
-            tvec!(g.pad_top, g.pad_left),
-            tvec!(g.pad_bottom, g.pad_right),
-        ),
-        dilations: None,
-        strides: Some(tvec!(g.sh, g.sw)),
-        input_channels: g.c,
-        output_channels: g.c,
-    };
+    let pool_spec = pool_spec(g, fmt, g.c, g.c);
     let conv = Conv {
         pool_spec,
         kernel_fmt: KernelFormat::OIHW,
@@ -256,23 +245,7 @@ fn dense_vs_tract(
     s: (usize, usize),
     pads: ([usize; 2], [usize; 2]),
 ) {
-    dense_vs_tract_padded(seed, n, cin, cout, h, w, k, s, pads, None)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn dense_vs_tract_padded(
-    seed: &mut Rng,
-    n: usize,
-    cin: usize,
-    cout: usize,
-    h: usize,
-    w: usize,
-    k: (usize, usize),
-    s: (usize, usize),
-    pads: ([usize; 2], [usize; 2]),
-    pad_op: Option<[usize; 4]>,
-) {
-    conv_vs_tract(seed, n, cin, cout, h, w, k, s, pads, pad_op, false)
+    conv_vs_tract(seed, n, cin, cout, h, w, k, s, pads, None, false)
 }
 
 /// One group-1 `Conv` (after a zero `Pad` when `pad_op`) rewritten onto [`FastConv`], or onto
@@ -610,7 +583,7 @@ fn pointwise_matches_tract_over_several_input_passes() {
 fn dense_folds_a_zero_pad() {
     let mut seed = Rng::new(77);
     // EfficientNet-Lite0's stem: Pad (0, 1, 0, 1), then a valid 3x3 stride 2.
-    dense_vs_tract_padded(
+    conv_vs_tract(
         &mut seed,
         1,
         3,
@@ -621,8 +594,9 @@ fn dense_folds_a_zero_pad() {
         (2, 2),
         ([0, 0], [0, 0]),
         Some([0, 1, 0, 1]),
+        false,
     );
-    dense_vs_tract_padded(
+    conv_vs_tract(
         &mut seed,
         2,
         4,
@@ -633,5 +607,6 @@ fn dense_folds_a_zero_pad() {
         (1, 1),
         ([1, 0], [0, 1]),
         Some([2, 1, 0, 3]),
+        false,
     );
 }
