@@ -317,17 +317,44 @@ impl Models {
 
     /// Like [`Models::load_embedded`], with some models replaced by verified model files.
     pub fn load_with_files(options: &LoadOptions, files: &[ModelFile]) -> Result<Models> {
+        Models::load_then(options, files, |_, _| {})
+    }
+
+    /// Like [`Models::load_with_files`], calling `loaded(model, by_default)` on each model's
+    /// loader thread as soon as that model is ready, while the others may still load (the
+    /// server warms its workers up there). `by_default`: a request reaches the model without
+    /// naming it ([`Models::serves_by_default`]).
+    pub fn load_then(
+        options: &LoadOptions,
+        files: &[ModelFile],
+        loaded: impl Fn(&Model, bool) + Sync,
+    ) -> Result<Models> {
         let engine = EngineOptions {
             threads: options.threads_per_inference.max(1),
             rewrite: options.engine_rewrite,
             ..EngineOptions::default()
         };
+        // The manifests alone settle the defaults, before any model loads.
+        let manifests = ModelName::ALL
+            .into_iter()
+            .map(|name| match files.iter().find(|f| f.name == name) {
+                Some(f) => Ok(f.manifest.clone()),
+                None => embedded_manifest(name),
+            })
+            .collect::<Result<Vec<Manifest>>>()?;
+        let default_tags =
+            choose_tags_model(&manifests.iter().collect::<Vec<_>>(), options.tags_model)?;
+        let loaded = &loaded;
         let models: Vec<Result<Model>> = std::thread::scope(|scope| {
             let handles: Vec<_> = ModelName::ALL
                 .into_iter()
                 .map(|name| {
                     let file = files.iter().find(|f| f.name == name);
-                    scope.spawn(move || load_one_from(name, &engine, file))
+                    scope.spawn(move || {
+                        let model = load_one_from(name, &engine, file)?;
+                        loaded(&model, serves_by_default(&model.manifest, default_tags));
+                        Ok(model)
+                    })
                 })
                 .collect();
             handles
@@ -371,6 +398,17 @@ impl Models {
     pub fn default_tags(&self) -> ModelName {
         self.default_tags
     }
+
+    /// Whether a request reaches `model` without naming it.
+    pub fn serves_by_default(&self, model: &Model) -> bool {
+        serves_by_default(&model.manifest, self.default_tags)
+    }
+}
+
+/// The default tagging model, and the digits model (the only one of its task), serve requests
+/// that name no model; any other model only those that ask for it (`?model=`, `/v2/models/..`).
+fn serves_by_default(manifest: &Manifest, default_tags: ModelName) -> bool {
+    manifest.name == default_tags || manifest.task == Task::Digits
 }
 
 /// The model that serves tags: `requested` if it is an ImageNet model, else ResNet18 when it

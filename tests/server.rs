@@ -519,12 +519,33 @@ fn every_error_status_and_no_5xx_from_bad_input() {
 
 #[test]
 fn workers_warm_up_before_ready_unless_told_not_to() {
-    // Default: every worker runs each model once before /readyz turns 200.
-    let warm = Server::ready(&["--workers", "2"]);
-    let log = warm.log();
-    let warmed = log.find("workers warmed up").expect("warm-up logged");
-    let ready = log.find("ready: models loaded").expect("ready logged");
-    assert!(warmed < ready, "{log}");
+    // Default: every worker runs the models that serve requests naming none (the default tags
+    // model, digits) once before /readyz turns 200; the others are left to their first request.
+    for (args, warmed, cold) in [
+        (&[][..], ["efficientnet_lite0", "digits"], "resnet18"),
+        (
+            &["--tags-model", "resnet18"][..],
+            ["resnet18", "digits"],
+            "efficientnet_lite0",
+        ),
+    ] {
+        let server = Server::ready(&[&["--workers", "2"], args].concat());
+        let log = server.log();
+        let ready = log.find("ready: models loaded").expect("ready logged");
+        for name in warmed {
+            let at = log
+                .find(&format!("workers warmed up on {name} in"))
+                .unwrap_or_else(|| panic!("{name} warmed up: {log}"));
+            assert!(at < ready, "{log}");
+        }
+        assert!(!log.contains(&format!("warmed up on {cold}")), "{log}");
+        assert!(
+            log.contains(&format!(
+                "not warmed up (only requests naming them reach them): {cold};"
+            )),
+            "{log}"
+        );
+    }
     // --no-warm-up (or TAGGER_NO_WARM_UP=1): ready once loaded; the first request still right.
     for (args, env) in [
         (&["--no-warm-up"][..], &[][..]),

@@ -83,9 +83,9 @@ pub struct ServeArgs {
     /// at once) [env TAGGER_DRAIN_SECS, default 25]
     #[argh(option)]
     pub drain_secs: Option<u64>,
-    /// report ready as soon as the models are loaded, without first running each model once
-    /// on every worker (a faster start; the first requests then pay the cold first runs)
-    /// [env TAGGER_NO_WARM_UP=1, default: warm up]
+    /// report ready as soon as the models are loaded, without first running the models that
+    /// serve requests naming none (the default tags model, digits) once on every worker (the
+    /// first requests then pay the cold first runs) [env TAGGER_NO_WARM_UP=1, default: warm up]
     #[argh(switch)]
     pub no_warm_up: bool,
     /// model for /v1/tags without ?model= [env TAGGER_TAGS_MODEL, default: best real model]

@@ -26,6 +26,7 @@ use super::reply::{error_reply_for, Reply};
 use super::routes::{self, Endpoint};
 use super::state::State;
 use super::Failure;
+use crate::models::Model;
 
 /// An unwanted body (a request answered with an error before its body was read) is read and
 /// thrown away up to this size, so that the connection can serve its next request; a longer
@@ -57,18 +58,16 @@ impl Pools {
         Ok(Pools { worker })
     }
 
-    /// Runs every model once on every worker thread (a blank input), so that the first
-    /// requests do not pay the first run's lazy set-up: measured at 2-4x a warm inference
-    /// (40 vs 11 ms for the tags model), which made the first seconds after start-up the tail
-    /// of the latency distribution.
-    pub(crate) fn warm_up(&self, models: &crate::models::Models) {
+    /// Runs `model` once on every worker thread (a blank input), so that the first requests do
+    /// not pay the first run's lazy set-up and page faults (Lite0's first request on a cold
+    /// worker: 18 ms against 12 warm; before the engine's own ops, 40 against 11), which made
+    /// the first seconds after start-up the tail of the latency distribution.
+    pub(crate) fn warm_up(&self, model: &Model) {
+        let shape = model.input_shape();
         self.worker.broadcast(|_| {
-            for model in models.all() {
-                let shape = model.input_shape();
-                let input = vec![0.0; shape.iter().product()];
-                if let Err(e) = model.engine.run(&shape, input) {
-                    log::warn!("warming up {} failed: {e}", model.name().name());
-                }
+            let input = vec![0.0; shape.iter().product()];
+            if let Err(e) = model.engine.run(&shape, input) {
+                log::warn!("warming up {} failed: {e}", model.name().name());
             }
         });
     }

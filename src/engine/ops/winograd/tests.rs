@@ -157,3 +157,30 @@ fn pad_zero_and_tiny_planes() {
         }
     }
 }
+
+/// The F(2x2) filter transform without `G2`'s zeros and ones gives the general product's
+/// values exactly (zeros compared by value: only their sign may differ), with and without AVX2,
+/// for channel counts that fill and that do not fill the last block of [`MR`] filters.
+#[test]
+fn f2_filter_transform_equals_the_general_product() {
+    let mut rng = Rng::new(22);
+    for (cin, cout) in [(1, 1), (3, 8), (5, 13), (64, 64), (17, 70)] {
+        let kernel = rng.uniforms(-2.0, 2.0, cout * cin * 9);
+        let len = 16 * cout.div_ceil(MR) * cin * MR;
+        let mut general = vec![f32::NAN; len];
+        transform_filters(&G2, (cin, cout, &kernel, &mut general));
+        let mut special = vec![f32::NAN; len];
+        transform_filters_f2((cin, cout, &kernel, &mut special));
+        assert!(
+            general.iter().zip(&special).all(|(a, b)| a == b),
+            "{cin} -> {cout}"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let mut vectors = vec![f32::NAN; len];
+            // Safety: AVX2 detected just above.
+            unsafe { transform_filters_f2_avx2((cin, cout, &kernel, &mut vectors)) };
+            assert!(general.iter().zip(&vectors).all(|(a, b)| a == b));
+        }
+    }
+}
