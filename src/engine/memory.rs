@@ -182,6 +182,20 @@ mod tests {
             .all(|(i, &b)| b == (i * 31 % 251) as u8));
     }
 
+    /// The code keeps running after its pages are dropped (they fault back in from the file),
+    /// and what it computes does not change.
+    #[test]
+    fn code_runs_on_after_its_pages_are_released() {
+        let before: u64 = (1..=1000u64).map(|i| std::hint::black_box(i * i)).sum();
+        let released = release_code_pages();
+        #[cfg(target_os = "linux")]
+        assert!(released > 0, "the code mapping was found and advised");
+        let _ = released;
+        let after: u64 = (1..=1000u64).map(|i| std::hint::black_box(i * i)).sum();
+        assert_eq!(before, after);
+        assert_eq!(format!("{:?}", vec![1.5f32; 3]), "[1.5, 1.5, 1.5]");
+    }
+
     #[test]
     fn populated_memory_keeps_its_contents_and_takes_writes() {
         let mut bytes: Vec<u8> = (0..9 * 4096 + 77).map(|i| (i % 253) as u8).collect();
