@@ -100,6 +100,17 @@ impl DenseWeights {
     }
 }
 
+impl FastConv {
+    /// The weights and biases in the channels-in-lanes layout (`[cout / CT][K][CT]`, `[cout /
+    /// CT][CT]`), when the op holds them so (a small-plane pointwise convolution on AVX-512).
+    pub(crate) fn lanes_weights(&self) -> Option<(&[f32], &[f32])> {
+        self.weights
+            .lanes
+            .as_ref()
+            .map(|(w, b)| (w.as_slice(), b.as_slice()))
+    }
+}
+
 /// An OIHW kernel as `[cout / rows][K][rows]` (zero rows past `cout`) and the biases padded
 /// to whole blocks of `rows`.
 fn pack(cout: usize, k: usize, rows: usize, kernel: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f32>) {

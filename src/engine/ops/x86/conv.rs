@@ -120,16 +120,8 @@ unsafe fn block_n_avx512<const R: usize, const V: usize, const CLIP: bool>(
     }
 }
 
-/// One tile of [`crate::engine::ops::conv`]'s `pointwise_small`: [`CT`] output channels over
-/// every pixel of the plane, in runs of at most [`PT`] pixels of nearly equal length (49
-/// pixels go as 10+10+10+10+9, not 12+12+12+12+1: a short run pays the weight loads for few
-/// FMAs). The input channels go in even passes of at most [`KC`], every run through one pass
-/// before the next, the partial sums parked in `partial` (`p * CT` floats, pixel-major): a
-/// pass's weights come from memory once and then from L1 for the other runs, instead of the
-/// whole tile's weights (up to 147 KB for 1152 inputs) streaming from memory during the first
-/// run. The last pass parks its clamped sums too; they then go out channel by channel (a
-/// gather of 16 pixels from `partial`, a contiguous store), not as scatters over 16 channel
-/// planes.
+/// One tile of [`crate::engine::ops::conv`]'s `pointwise_small`: [`pointwise_passes`] into
+/// `partial`, then [`partial_to_planes`] into the output's channel planes.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn pointwise_tile(
@@ -140,6 +132,33 @@ pub(crate) unsafe fn pointwise_tile(
     bias: &[f32],
     valid: usize,
     out: *mut f32,
+    clip: bool,
+    lo: f32,
+    hi: f32,
+    partial: &mut [f32],
+) {
+    unsafe {
+        pointwise_passes(x, p, k, weights, bias, clip, lo, hi, partial);
+        partial_to_planes(partial.as_ptr(), p, valid, out);
+    }
+}
+
+/// [`CT`] output channels of a 1x1 convolution over every pixel of the plane into `partial`
+/// (`p * CT` floats, pixel-major: the channels of a pixel side by side), in runs of at most
+/// [`PT`] pixels of nearly equal length (49 pixels go as 10+10+10+10+9, not 12+12+12+12+1: a
+/// short run pays the weight loads for few FMAs). The input channels go in even passes of at
+/// most [`KC`], every run through one pass before the next, the partial sums parked in
+/// `partial`: a pass's weights come from memory once and then from L1 for the other runs,
+/// instead of the whole tile's weights (up to 147 KB for 1152 inputs) streaming from memory
+/// during the first run. The last pass parks its clamped sums too.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pointwise_passes(
+    x: *const f32,
+    p: usize,
+    k: usize,
+    weights: *const f32,
+    bias: &[f32],
     clip: bool,
     lo: f32,
     hi: f32,
@@ -193,7 +212,15 @@ pub(crate) unsafe fn pointwise_tile(
             }
             k0 += kc;
         }
-        // Pixel-major sums to channel planes: per channel, 16 pixels at a time.
+    }
+}
+
+/// The first `valid` channels of pixel-major sums (`part`: `p * CT` floats) into channel
+/// planes of `p` at `out`: per channel, a gather of 16 pixels and a contiguous store, not
+/// scatters over 16 channel planes.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn partial_to_planes(part: *const f32, p: usize, valid: usize, out: *mut f32) {
+    unsafe {
         let index = _mm512_mullo_epi32(
             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
             _mm512_set1_epi32(CT as i32),

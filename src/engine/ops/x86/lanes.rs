@@ -1,0 +1,130 @@
+//! AVX-512F kernel of the channels-in-lanes depthwise convolution
+//! ([`crate::engine::ops::fused_small`]): 16 channels in the lanes of one vector, so a tap is
+//! one weight vector and one input vector per output pixel, whatever the plane size or the
+//! stride (no phase planes, no lane left empty on a 7x7 plane).
+
+use std::arch::x86_64::*;
+
+use crate::engine::ops::conv::CT;
+use crate::engine::ops::fused_small::LaneGeometry;
+
+/// Most output pixels of one row in flight: 8 accumulators, one weight vector per tap shared
+/// by all of them.
+const RUN: usize = 8;
+
+/// The depthwise convolution of `halves` (1 or 2) groups of 16 channels of one tile:
+/// `padded` is `[hp][wp][CT]` (the expansion's output with zero borders), `weights`
+/// `[taps][CT]`, `bias` `[CT]`; the clamped sums go to `out`, `[oh * ow][CT]` (pixel-major).
+///
+/// # Safety
+/// AVX-512F; the buffers hold the sizes above for `g`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn depthwise_lanes<const CLIP: bool>(
+    g: &LaneGeometry,
+    padded: *const f32,
+    weights: *const f32,
+    bias: *const f32,
+    halves: usize,
+    lo: f32,
+    hi: f32,
+    out: *mut f32,
+) {
+    // Rows cut into runs of nearly equal length (14 as 7 + 7).
+    let runs = g.ow.div_ceil(RUN);
+    let (short, longer) = (g.ow / runs, g.ow % runs);
+    unsafe {
+        for half in 0..halves {
+            let h = half * 16;
+            for oy in 0..g.oh {
+                let mut ox = 0;
+                for run in 0..runs {
+                    let n = short + (run < longer) as usize;
+                    let at = Run { oy, ox, h };
+                    macro_rules! go {
+                        ($n:literal) => {
+                            run_lanes::<$n, CLIP>(g, &at, padded, weights, bias, lo, hi, out)
+                        };
+                    }
+                    match n {
+                        8 => go!(8),
+                        7 => go!(7),
+                        6 => go!(6),
+                        5 => go!(5),
+                        4 => go!(4),
+                        3 => go!(3),
+                        2 => go!(2),
+                        _ => go!(1),
+                    }
+                    ox += n;
+                }
+            }
+        }
+    }
+}
+
+/// Where one run starts: output row, first output column, first lane of the tile.
+struct Run {
+    oy: usize,
+    ox: usize,
+    h: usize,
+}
+
+/// `N` output pixels of one row, 16 channels: per tap one weight load and `N` FMAs.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn run_lanes<const N: usize, const CLIP: bool>(
+    g: &LaneGeometry,
+    at: &Run,
+    padded: *const f32,
+    weights: *const f32,
+    bias: *const f32,
+    lo: f32,
+    hi: f32,
+    out: *mut f32,
+) {
+    unsafe {
+        let b = _mm512_loadu_ps(bias.add(at.h));
+        let mut acc = [b; N];
+        let step = g.sw * CT;
+        for ky in 0..g.kh {
+            let row = padded.add(((at.oy * g.sh + ky) * g.wp + at.ox * g.sw) * CT + at.h);
+            let wrow = weights.add(ky * g.kw * CT + at.h);
+            for kx in 0..g.kw {
+                let w = _mm512_loadu_ps(wrow.add(kx * CT));
+                let src = row.add(kx * CT);
+                for q in 0..N {
+                    acc[q] = _mm512_fmadd_ps(w, _mm512_loadu_ps(src.add(q * step)), acc[q]);
+                }
+            }
+        }
+        let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let dst = out.add((at.oy * g.ow + at.ox) * CT + at.h);
+        for q in 0..N {
+            let mut v = acc[q];
+            if CLIP {
+                v = _mm512_min_ps(_mm512_max_ps(v, lov), hiv);
+            }
+            _mm512_storeu_ps(dst.add(q * CT), v);
+        }
+    }
+}
+
+/// Copies the pixel-major sums of a `h x w` plane (`part`, `[h * w][CT]`) into the interior of
+/// `padded` (`[hp][wp][CT]`, the interior at row `top`, column `left`), two vectors a pixel.
+///
+/// # Safety
+/// AVX-512F; the buffers hold those sizes.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pad_lanes(g: &LaneGeometry, part: *const f32, padded: *mut f32) {
+    unsafe {
+        for y in 0..g.h {
+            let dst = padded.add(((y + g.top) * g.wp + g.left) * CT);
+            let src = part.add(y * g.w * CT);
+            for i in 0..g.w * CT / 16 {
+                _mm512_storeu_ps(dst.add(16 * i), _mm512_loadu_ps(src.add(16 * i)));
+            }
+        }
+    }
+}
