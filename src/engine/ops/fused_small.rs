@@ -261,6 +261,8 @@ fn tiles_avx512(op: &FusedSmallConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
                         xn as *const f32,
                         p,
                         cin,
+                        false,
+                        valid.div_ceil(16),
                         packed[t * cin * CT..][..cin * CT].as_ptr(),
                         &conv_bias[t * CT..][..CT],
                         op.conv.clip.is_some(),
@@ -268,8 +270,8 @@ fn tiles_avx512(op: &FusedSmallConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
                         chi,
                         &mut partial,
                     );
-                    lanes::pad_lanes(&lg, partial.as_ptr(), padded.as_mut_ptr());
                     let halves = valid.div_ceil(16);
+                    lanes::pad_lanes(&lg, partial.as_ptr(), padded.as_mut_ptr());
                     let dst = partial.as_mut_ptr();
                     if op.dw.clip.is_some() {
                         lanes::depthwise_lanes::<true>(

@@ -138,12 +138,14 @@ pub(crate) unsafe fn pointwise_tile(
     partial: &mut [f32],
 ) {
     unsafe {
-        pointwise_passes(x, p, k, weights, bias, clip, lo, hi, partial);
+        let halves = valid.div_ceil(16);
+        pointwise_passes(x, p, k, false, halves, weights, bias, clip, lo, hi, partial);
         partial_to_planes(partial.as_ptr(), p, valid, out);
     }
 }
 
-/// [`CT`] output channels of a 1x1 convolution over every pixel of the plane into `partial`
+/// [`CT`] output channels of a 1x1 convolution over every pixel of the plane (`x`: `k` planes
+/// of `p`, or with `channels_last` `p` pixels of `k` channels) into `partial`
 /// (`p * CT` floats, pixel-major: the channels of a pixel side by side), in runs of at most
 /// [`PT`] pixels of nearly equal length (49 pixels go as 10+10+10+10+9, not 12+12+12+12+1: a
 /// short run pays the weight loads for few FMAs). The input channels go in even passes of at
@@ -157,6 +159,8 @@ pub(crate) unsafe fn pointwise_passes(
     x: *const f32,
     p: usize,
     k: usize,
+    channels_last: bool,
+    halves: usize,
     weights: *const f32,
     bias: &[f32],
     clip: bool,
@@ -165,7 +169,11 @@ pub(crate) unsafe fn pointwise_passes(
     partial: &mut [f32],
 ) {
     assert!(partial.len() >= p * CT);
-    let runs = p.div_ceil(PT);
+    assert!(halves == 1 || halves == 2);
+    let (pixel_stride, channel_stride) = if channels_last { (k, 1) } else { (1, p) };
+    // One vector of channels (a partial last tile, 16 of 32 channels valid) takes twice the
+    // pixels a run: the same 24 accumulators.
+    let runs = p.div_ceil(PT * (3 - halves));
     let (short, longer) = (p / runs, p % runs);
     let part = partial.as_mut_ptr();
     let passes = k.div_ceil(KC);
@@ -175,8 +183,9 @@ pub(crate) unsafe fn pointwise_passes(
         while k0 < k {
             let kc = (k - k0).min(per_pass);
             let pass = Pass {
-                x: x.add(k0 * p),
-                p,
+                x: x.add(k0 * channel_stride),
+                pixel_stride,
+                channel_stride,
                 kc,
                 weights: weights.add(k0 * CT),
                 first: k0 == 0,
@@ -186,27 +195,20 @@ pub(crate) unsafe fn pointwise_passes(
             for run in 0..runs {
                 let n = short + (run < longer) as usize;
                 macro_rules! go {
-                    ($n:literal) => {
-                        if clip {
-                            pointwise_px::<$n, true>(&pass, bias, p0, lo, hi, part)
-                        } else {
-                            pointwise_px::<$n, false>(&pass, bias, p0, lo, hi, part)
+                    ($h:literal, $($n:literal)*) => {
+                        match (n, clip) {
+                            $(
+                                ($n, true) => pointwise_px::<$n, $h, true>(&pass, bias, p0, lo, hi, part),
+                                ($n, false) => pointwise_px::<$n, $h, false>(&pass, bias, p0, lo, hi, part),
+                            )*
+                            _ => unreachable!("a run of {n} pixels"),
                         }
                     };
                 }
-                match n {
-                    12 => go!(12),
-                    11 => go!(11),
-                    10 => go!(10),
-                    9 => go!(9),
-                    8 => go!(8),
-                    7 => go!(7),
-                    6 => go!(6),
-                    5 => go!(5),
-                    4 => go!(4),
-                    3 => go!(3),
-                    2 => go!(2),
-                    _ => go!(1),
+                if halves == 2 {
+                    go!(2, 1 2 3 4 5 6 7 8 9 10 11 12)
+                } else {
+                    go!(1, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24)
                 }
                 p0 += n;
             }
@@ -244,10 +246,12 @@ pub(crate) unsafe fn partial_to_planes(part: *const f32, p: usize, valid: usize,
 
 /// One pass of [`pointwise_tile`] over `kc` input channels.
 struct Pass {
-    /// The pass's first input channel plane.
+    /// The pass's first input channel.
     x: *const f32,
-    /// Pixels per plane.
-    p: usize,
+    /// Floats from one pixel of an input channel to the next.
+    pixel_stride: usize,
+    /// Floats from one input channel of a pixel to the next.
+    channel_stride: usize,
     kc: usize,
     /// The pass's weights, `[kc][CT]`.
     weights: *const f32,
@@ -257,13 +261,13 @@ struct Pass {
     last: bool,
 }
 
-/// `N` pixels from `p0` x [`CT`] channels through one pass: the accumulators start from the
-/// bias or the parked partial sums (`partial[(p0 + q) * CT..]`) and go back there (clamped after
-/// the last pass).
+/// `N` pixels from `p0` x `16 * H` channels (`H` of the tile's two vectors) through one pass:
+/// the accumulators start from the bias or the parked partial sums (`partial[(p0 + q) *
+/// CT..]`) and go back there (clamped after the last pass).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn pointwise_px<const N: usize, const CLIP: bool>(
+unsafe fn pointwise_px<const N: usize, const H: usize, const CLIP: bool>(
     pass: &Pass,
     bias: &[f32],
     p0: usize,
@@ -271,12 +275,11 @@ unsafe fn pointwise_px<const N: usize, const CLIP: bool>(
     hi: f32,
     partial: *mut f32,
 ) {
-    let p = pass.p;
     unsafe {
         let park = partial.add(p0 * CT);
-        let mut acc = [[_mm512_setzero_ps(); N]; 2];
+        let mut acc = [[_mm512_setzero_ps(); N]; H];
         for q in 0..N {
-            for j in 0..2 {
+            for j in 0..H {
                 acc[j][q] = if pass.first {
                     _mm512_loadu_ps(bias.as_ptr().add(16 * j))
                 } else {
@@ -285,34 +288,48 @@ unsafe fn pointwise_px<const N: usize, const CLIP: bool>(
             }
         }
         let mut w = pass.weights;
-        let mut xp = pass.x.add(p0);
+        let (ps, cs) = (pass.pixel_stride, pass.channel_stride);
+        let mut xp = pass.x.add(p0 * ps);
         for _ in 0..pass.kc {
             _mm_prefetch::<_MM_HINT_T0>(w.add(LANES_PREFETCH) as *const i8);
             let w0 = _mm512_loadu_ps(w);
-            let w1 = _mm512_loadu_ps(w.add(16));
-            // Each pixel's input as the broadcast operand of both FMAs (`{1to16}`), not
+            // Each pixel's input as the broadcast operand of the FMAs (`{1to16}`), not
             // broadcast once into a register: measured on Lite0's 7x7 layers (layer_bench),
             // 192->1152 239 -> 217 us, 1152->320 364 -> 320 us, 320->1280 429 -> 380 us; the
             // 14x14 ones unchanged. The compiler never folds a broadcast used twice.
-            for q in 0..N {
-                let xq = xp.add(q);
-                std::arch::asm!(
-                    "vfmadd231ps {a}, {w}, dword ptr [{x}]{{1to16}}",
-                    "vfmadd231ps {b}, {v}, dword ptr [{x}]{{1to16}}",
-                    a = inout(zmm_reg) acc[0][q],
-                    b = inout(zmm_reg) acc[1][q],
-                    w = in(zmm_reg) w0,
-                    v = in(zmm_reg) w1,
-                    x = in(reg) xq,
-                    options(pure, readonly, nostack, preserves_flags),
-                );
+            if H == 2 {
+                let w1 = _mm512_loadu_ps(w.add(16));
+                for q in 0..N {
+                    let xq = xp.add(q * ps);
+                    std::arch::asm!(
+                        "vfmadd231ps {a}, {w}, dword ptr [{x}]{{1to16}}",
+                        "vfmadd231ps {b}, {v}, dword ptr [{x}]{{1to16}}",
+                        a = inout(zmm_reg) acc[0][q],
+                        b = inout(zmm_reg) acc[1][q],
+                        w = in(zmm_reg) w0,
+                        v = in(zmm_reg) w1,
+                        x = in(reg) xq,
+                        options(pure, readonly, nostack, preserves_flags),
+                    );
+                }
+            } else {
+                for q in 0..N {
+                    let xq = xp.add(q * ps);
+                    std::arch::asm!(
+                        "vfmadd231ps {a}, {w}, dword ptr [{x}]{{1to16}}",
+                        a = inout(zmm_reg) acc[0][q],
+                        w = in(zmm_reg) w0,
+                        x = in(reg) xq,
+                        options(pure, readonly, nostack, preserves_flags),
+                    );
+                }
             }
             w = w.add(CT);
-            xp = xp.add(p);
+            xp = xp.add(cs);
         }
         let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
         for q in 0..N {
-            for j in 0..2 {
+            for j in 0..H {
                 let mut v = acc[j][q];
                 if CLIP && pass.last {
                     v = _mm512_min_ps(_mm512_max_ps(v, lov), hiv);
