@@ -291,28 +291,17 @@ fn fuse_conv_depthwise(model: &mut TypedModel) -> TractResult<(usize, usize)> {
         let conv_id = producer.id;
         let mut patch = TypedModelPatch::default();
         let x = patch.tap_model(model, producer.inputs[0])?;
-        let wire = if let Some(op) = FusedConvDepthwise::new(conv.clone(), dw.clone()) {
+        let lanes = lanes_pair(model, node, conv, &dw)?;
+        let wire = if let Some(op) = lanes {
+            small += 1;
+            patch.wire_node(&node.name, op, &[x])?
+        } else if let Some(op) = FusedConvDepthwise::new(conv.clone(), dw) {
             let kernel = patch.tap_model(model, node.inputs[1])?;
             let bias = patch.tap_model(model, node.inputs[2])?;
             fused += 1;
             patch.wire_node(&node.name, op, &[x, kernel, bias])?
         } else {
-            let (Some(kernel), Some(bias)) = (
-                const_value(model, node.inputs[1], 4),
-                const_value(model, node.inputs[2], 4),
-            ) else {
-                continue;
-            };
-            if kernel.datum_type() != f32::datum_type() || bias.datum_type() != f32::datum_type() {
-                continue;
-            }
-            let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
-            let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
-            let Some(op) = FusedSmallConvDepthwise::new(conv.clone(), dw, &kernel, &bias) else {
-                continue;
-            };
-            small += 1;
-            patch.wire_node(&node.name, op, &[x])?
+            continue;
         };
         patch.shunt_outside(model, OutletId::new(id, 0), wire[0])?;
         patch.obliterate(id)?;
@@ -320,6 +309,34 @@ fn fuse_conv_depthwise(model: &mut TypedModel) -> TractResult<(usize, usize)> {
         patch.apply(model)?;
     }
     Ok((fused, small))
+}
+
+/// The [`FusedSmallConvDepthwise`] for a 1x1 [`FastConv`] and the depthwise `node` on its
+/// output, when the depthwise weights are f32 constants and the pair runs channels in lanes
+/// (AVX-512).
+fn lanes_pair(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &FastConv,
+    dw: &FastDepthwise,
+) -> TractResult<Option<FusedSmallConvDepthwise>> {
+    let (Some(kernel), Some(bias)) = (
+        const_value(model, node.inputs[1], 4),
+        const_value(model, node.inputs[2], 4),
+    ) else {
+        return Ok(None);
+    };
+    if kernel.datum_type() != f32::datum_type() || bias.datum_type() != f32::datum_type() {
+        return Ok(None);
+    }
+    let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
+    let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
+    Ok(FusedSmallConvDepthwise::new(
+        conv.clone(),
+        dw.clone(),
+        kernel,
+        bias,
+    ))
 }
 
 /// The [`FastConv`] or [`FastWinograd`] (where [`winograd_tile`] picks one) equivalent to a

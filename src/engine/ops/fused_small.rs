@@ -16,19 +16,14 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::conv::{dense, FastConv, CT};
+use super::aligned::AlignedBuf;
+use super::conv::{dense, pointwise_small_fits, FastConv, CT};
 use super::depthwise::{depthwise, FastDepthwise};
 use super::{eval_f32, f32_output_facts, Geometry, Isa};
 
-/// The depthwise geometry as the lane kernels read it: the padded buffer's sizes and where its
-/// interior starts.
+/// The depthwise geometry as the lane kernel reads it: the padded row width and the output.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LaneGeometry {
-    pub(crate) h: usize,
-    pub(crate) w: usize,
-    pub(crate) top: usize,
-    pub(crate) left: usize,
-    pub(crate) hp: usize,
     pub(crate) wp: usize,
     pub(crate) oh: usize,
     pub(crate) ow: usize,
@@ -41,11 +36,6 @@ pub(crate) struct LaneGeometry {
 impl LaneGeometry {
     fn new(g: &Geometry) -> LaneGeometry {
         LaneGeometry {
-            h: g.h,
-            w: g.w,
-            top: g.pad_top,
-            left: g.pad_left,
-            hp: g.padded_h(),
             wp: g.padded_w(),
             oh: g.oh(),
             ow: g.ow(),
@@ -57,11 +47,23 @@ impl LaneGeometry {
     }
 }
 
+/// Whether the pair runs faster channels in lanes than as [`super::FusedConvDepthwise`]
+/// (planes in lanes): always on a small plane; on a larger one only for a strided depthwise
+/// step, whose output (a quarter of the pixels) costs less to gather back into planes and
+/// whose phase-plane copies cost more. Measured in EfficientNet-Lite0 (engine_bench profile,
+/// ms, planes -> lanes): 16->96 3x3/2 on 112 0.721 -> 0.706, 24->144 5x5/2 on 56 0.391 ->
+/// 0.394, 40->240 3x3/2 on 28 0.220 -> 0.193; but 24->144 3x3/1 on 56 0.513 -> 0.624 and
+/// 40->240 5x5/1 on 28 0.314 -> 0.390.
+fn lanes_gain(conv: &Geometry, dw: &Geometry) -> bool {
+    pointwise_small_fits(conv) || dw.sh * dw.sw > 1
+}
+
 /// The depthwise weights by tiles of [`CT`] channels: `[c / CT][taps][CT]` and `[c / CT][CT]`,
 /// zero past `c`.
 #[derive(Clone, PartialEq)]
 struct LaneDepthwiseWeights {
-    kernel: Vec<f32>,
+    /// On cache lines: the kernel loads a whole vector of weights per tap.
+    kernel: AlignedBuf,
     bias: Vec<f32>,
 }
 
@@ -78,7 +80,7 @@ impl LaneDepthwiseWeights {
             padded_bias[ch] = bias[ch];
         }
         LaneDepthwiseWeights {
-            kernel: packed,
+            kernel: AlignedBuf::from_slice(&packed),
             bias: padded_bias,
         }
     }
@@ -89,7 +91,7 @@ impl LaneDepthwiseWeights {
         for ch in 0..c {
             let (t, j) = (ch / CT, ch % CT);
             for tap in 0..taps {
-                kernel[ch * taps + tap] = self.kernel[(t * taps + tap) * CT + j];
+                kernel[ch * taps + tap] = self.kernel.as_slice()[(t * taps + tap) * CT + j];
             }
         }
         (kernel, self.bias[..c].to_vec())
@@ -140,7 +142,20 @@ impl FusedSmallConvDepthwise {
         kernel: &[f32],
         bias: &[f32],
     ) -> Option<FusedSmallConvDepthwise> {
-        conv.lanes_weights()?;
+        if !lanes_gain(&conv.geo, &dw.geo) {
+            return None;
+        }
+        FusedSmallConvDepthwise::on_any_plane(conv, dw, kernel, bias)
+    }
+
+    /// [`FusedSmallConvDepthwise::new`] whether or not the pair gains from it.
+    fn on_any_plane(
+        conv: FastConv,
+        dw: FastDepthwise,
+        kernel: &[f32],
+        bias: &[f32],
+    ) -> Option<FusedSmallConvDepthwise> {
+        let conv = conv.with_lanes_weights()?;
         let g = &dw.geo;
         if conv.shapes().1 != dw.input_shape()
             || kernel.len() != g.c * g.taps()
@@ -227,81 +242,134 @@ pub fn fused_small(
     Ok(())
 }
 
-/// Every tile of [`CT`] channels: the expansion's passes into a pixel-major buffer, copied into
-/// the zero-bordered one, the depthwise convolution into a pixel-major output, gathered into
-/// the output's channel planes.
+/// Output pixels per band of rows (at least one row): a band's expansion output and its
+/// padded rows (`[rows][wp][CT]`, 130 KB each on 112x112) stay in L2.
+const BAND_PIXELS: usize = 256;
+
+/// Every tile of [`CT`] channels, band of output rows by band: the expansion's passes over the
+/// input rows the band needs (those the previous band computed are kept) into a pixel-major
+/// buffer, copied into the zero-bordered rows, the depthwise convolution into a pixel-major
+/// output, gathered into the output's channel planes.
 #[cfg(target_arch = "x86_64")]
 fn tiles_avx512(op: &FusedSmallConvDepthwise, x: &[f32], out: &mut [f32]) -> TractResult<()> {
     use super::x86::{conv as xconv, lanes};
     use super::Clip;
     let g = op.dw.geo;
     let lg = LaneGeometry::new(&g);
-    let (cin, p, op_) = (op.conv.geo.c, g.h * g.w, lg.oh * lg.ow);
+    let (cin, plane, out_plane) = (op.conv.geo.c, g.h * g.w, lg.oh * lg.ow);
     let (packed, conv_bias) = op.conv.lanes_weights().context("no lanes weights")?;
     let (clo, chi) = Clip::bounds(op.conv.clip);
     let (dlo, dhi) = Clip::bounds(op.dw.clip);
     let taps = g.taps();
     let tiles = g.c.div_ceil(CT);
-    let work = g.c * p * cin + g.c * op_ * taps;
+    let band = (BAND_PIXELS / lg.ow).clamp(1, lg.oh);
+    // Padded rows one band reads.
+    let cap = (band - 1) * g.sh + g.kh;
+    let pitch = lg.wp * CT;
+    let work = g.c * plane * cin + g.c * out_plane * taps;
     for n in 0..g.n {
-        let xn = x[n * cin * p..][..cin * p].as_ptr() as usize;
-        let on = out[n * g.c * op_..][..g.c * op_].as_mut_ptr() as usize;
+        let xn = x[n * cin * plane..][..cin * plane].as_ptr() as usize;
+        let on = out[n * g.c * out_plane..][..g.c * out_plane].as_mut_ptr() as usize;
         tract_linalg::multithread::par_chunks_mut(&mut vec![(); tiles], 1, work, |first, ts| {
-            let mut partial = vec![0f32; p.max(op_) * CT];
-            // The borders stay zero: every tile overwrites only the interior.
-            let mut padded = vec![0f32; lg.hp * lg.wp * CT];
+            let mut partial = AlignedBuf::zeros((cap * g.w).max(band * lg.ow) * CT);
+            let partial = partial.as_mut_slice();
+            // The left and right borders stay zero: rows are filled in their interior, zeroed
+            // whole, or moved whole.
+            let mut rows = AlignedBuf::zeros(cap * pitch);
+            let rows = rows.as_mut_slice();
             for t in first..first + ts.len() {
                 let valid = (g.c - t * CT).min(CT);
-                let dw_kernel = op.weights.kernel[t * taps * CT..][..taps * CT].as_ptr();
+                let halves = valid.div_ceil(16);
+                let dw_kernel = op.weights.kernel.as_slice()[t * taps * CT..][..taps * CT].as_ptr();
                 let dw_bias = op.weights.bias[t * CT..][..CT].as_ptr();
-                // Safety: AVX-512F detected (the caller checked the `Isa`); the buffers are
-                // sized for this geometry; tile `t` writes only its own channels' planes.
-                unsafe {
-                    xconv::pointwise_passes(
-                        xn as *const f32,
-                        p,
-                        cin,
-                        false,
-                        valid.div_ceil(16),
-                        packed[t * cin * CT..][..cin * CT].as_ptr(),
-                        &conv_bias[t * CT..][..CT],
-                        op.conv.clip.is_some(),
-                        clo,
-                        chi,
-                        &mut partial,
-                    );
-                    let halves = valid.div_ceil(16);
-                    lanes::pad_lanes(&lg, partial.as_ptr(), padded.as_mut_ptr());
-                    let dst = partial.as_mut_ptr();
-                    if op.dw.clip.is_some() {
-                        lanes::depthwise_lanes::<true>(
-                            &lg,
-                            padded.as_ptr(),
-                            dw_kernel,
-                            dw_bias,
-                            halves,
-                            dlo,
-                            dhi,
-                            dst,
-                        )
-                    } else {
-                        lanes::depthwise_lanes::<false>(
-                            &lg,
-                            padded.as_ptr(),
-                            dw_kernel,
-                            dw_bias,
-                            halves,
-                            dlo,
-                            dhi,
-                            dst,
-                        )
+                let conv_weights = packed[t * cin * CT..][..cin * CT].as_ptr();
+                // Padded rows held: row `i` of `rows` is padded row `held.start + i`.
+                let mut held = 0..0;
+                for oy0 in (0..lg.oh).step_by(band) {
+                    let oy1 = (oy0 + band).min(lg.oh);
+                    let need = oy0 * g.sh..(oy1 - 1) * g.sh + g.kh;
+                    let mut r = need.start;
+                    if held.end > need.start {
+                        let kept = held.end - need.start;
+                        let from = (need.start - held.start) * pitch;
+                        rows.copy_within(from..from + kept * pitch, 0);
+                        r = held.end;
                     }
-                    xconv::partial_to_planes(
-                        partial.as_ptr(),
-                        op_,
-                        valid,
-                        (on as *mut f32).add(t * CT * op_),
-                    );
+                    while r < need.end {
+                        let at = (r - need.start) * pitch;
+                        if r < g.pad_top || r >= g.pad_top + g.h {
+                            rows[at..at + pitch].fill(0.0);
+                            r += 1;
+                            continue;
+                        }
+                        let count = need.end.min(g.pad_top + g.h) - r;
+                        let y0 = r - g.pad_top;
+                        // Safety: AVX-512F detected (the caller checked the `Isa`); `partial`
+                        // holds `cap` rows of the input, `rows` `cap` padded rows.
+                        unsafe {
+                            xconv::pointwise_passes(
+                                (xn as *const f32).add(y0 * g.w),
+                                count * g.w,
+                                cin,
+                                plane,
+                                halves,
+                                conv_weights,
+                                &conv_bias[t * CT..][..CT],
+                                op.conv.clip.is_some(),
+                                clo,
+                                chi,
+                                partial,
+                            );
+                            lanes::rows_to_lanes(
+                                partial.as_ptr(),
+                                count,
+                                g.w,
+                                rows[at + g.pad_left * CT..].as_mut_ptr(),
+                                pitch,
+                            );
+                        }
+                        r += count;
+                    }
+                    held = need;
+                    let bg = LaneGeometry {
+                        oh: oy1 - oy0,
+                        ..lg
+                    };
+                    let dst = partial.as_mut_ptr();
+                    // Safety: as above; the band's outputs fit `partial`; tile `t` writes only
+                    // its own channels' planes.
+                    unsafe {
+                        if op.dw.clip.is_some() {
+                            lanes::depthwise_lanes::<true>(
+                                &bg,
+                                rows.as_ptr(),
+                                dw_kernel,
+                                dw_bias,
+                                halves,
+                                dlo,
+                                dhi,
+                                dst,
+                            )
+                        } else {
+                            lanes::depthwise_lanes::<false>(
+                                &bg,
+                                rows.as_ptr(),
+                                dw_kernel,
+                                dw_bias,
+                                halves,
+                                dlo,
+                                dhi,
+                                dst,
+                            )
+                        }
+                        xconv::partial_to_planes(
+                            partial.as_ptr(),
+                            (oy1 - oy0) * lg.ow,
+                            valid,
+                            (on as *mut f32).add(t * CT * out_plane + oy0 * lg.ow),
+                            out_plane,
+                        );
+                    }
                 }
             }
             Ok(())

@@ -20,6 +20,7 @@
 
 use std::fmt;
 
+pub(crate) mod aligned;
 pub mod conv;
 pub mod depthwise;
 pub mod fused;

@@ -111,19 +111,24 @@ unsafe fn run_lanes<const N: usize, const CLIP: bool>(
     }
 }
 
-/// Copies the pixel-major sums of a `h x w` plane (`part`, `[h * w][CT]`) into the interior of
-/// `padded` (`[hp][wp][CT]`, the interior at row `top`, column `left`), two vectors a pixel.
+/// Copies `rows` rows of `w` pixel-major pixels (`part`, `[rows * w][CT]`) into rows `pitch`
+/// floats apart at `dst` (the interior of the zero-bordered buffer), two vectors a pixel.
 ///
 /// # Safety
 /// AVX-512F; the buffers hold those sizes.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn pad_lanes(g: &LaneGeometry, part: *const f32, padded: *mut f32) {
+pub(crate) unsafe fn rows_to_lanes(
+    part: *const f32,
+    rows: usize,
+    w: usize,
+    dst: *mut f32,
+    pitch: usize,
+) {
     unsafe {
-        for y in 0..g.h {
-            let dst = padded.add(((y + g.top) * g.wp + g.left) * CT);
-            let src = part.add(y * g.w * CT);
-            for i in 0..g.w * CT / 16 {
-                _mm512_storeu_ps(dst.add(16 * i), _mm512_loadu_ps(src.add(16 * i)));
+        for y in 0..rows {
+            let (d, s) = (dst.add(y * pitch), part.add(y * w * CT));
+            for i in 0..w * CT / 16 {
+                _mm512_storeu_ps(d.add(16 * i), _mm512_loadu_ps(s.add(16 * i)));
             }
         }
     }
