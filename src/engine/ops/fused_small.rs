@@ -243,8 +243,10 @@ pub fn fused_small(
 }
 
 /// Output pixels per band of rows (at least one row): a band's expansion output and its
-/// padded rows (`[rows][wp][CT]`, 130 KB each on 112x112) stay in L2.
-const BAND_PIXELS: usize = 256;
+/// padded rows (`[rows][wp][CT]`, 72 KB each on 112x112) stay in L2. layer_bench, 16->96
+/// 3x3/2 on 112 (us): 64 pixels 628, 128 pixels 618, 256 pixels 648, 512 778, 1024 1011;
+/// 24->144 5x5/2 on 56: 348, 330, 324, 328, 331.
+const BAND_PIXELS: usize = 128;
 
 /// Every tile of [`CT`] channels, band of output rows by band: the expansion's passes over the
 /// input rows the band needs (those the previous band computed are kept) into a pixel-major
