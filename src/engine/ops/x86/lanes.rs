@@ -41,9 +41,16 @@ pub(crate) unsafe fn depthwise_lanes<const CLIP: bool>(
                 for run in 0..runs {
                     let n = short + (run < longer) as usize;
                     let at = Run { oy, ox, h };
+                    let a = (g, &at, padded, weights, bias, lo, hi, out);
                     macro_rules! go {
                         ($n:literal) => {
-                            run_lanes::<$n, CLIP>(g, &at, padded, weights, bias, lo, hi, out)
+                            match (g.sw, g.kw) {
+                                (1, 3) => run_lanes_s1::<$n, 3, CLIP>(a),
+                                (1, 5) => run_lanes_s1::<$n, 5, CLIP>(a),
+                                _ => run_lanes::<$n, CLIP>(
+                                    g, &at, padded, weights, bias, lo, hi, out,
+                                ),
+                            }
                         };
                     }
                     match n {
@@ -96,6 +103,55 @@ unsafe fn run_lanes<const N: usize, const CLIP: bool>(
                 let src = row.add(kx * CT);
                 for q in 0..N {
                     acc[q] = _mm512_fmadd_ps(w, _mm512_loadu_ps(src.add(q * step)), acc[q]);
+                }
+            }
+        }
+        let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let dst = out.add((at.oy * g.ow + at.ox) * CT + at.h);
+        for q in 0..N {
+            let mut v = acc[q];
+            if CLIP {
+                v = _mm512_min_ps(_mm512_max_ps(v, lov), hiv);
+            }
+            _mm512_storeu_ps(dst.add(q * CT), v);
+        }
+    }
+}
+
+/// The arguments of [`run_lanes`] as one tuple.
+type RunArgs<'a> = (
+    &'a LaneGeometry,
+    &'a Run,
+    *const f32,
+    *const f32,
+    *const f32,
+    f32,
+    f32,
+    *mut f32,
+);
+
+/// [`run_lanes`] for stride 1 and `KW` taps a row: the `N + KW - 1` input vectors of a kernel
+/// row are loaded once and shared by the `KW` taps (pixel `q` at tap `kx` is pixel `q + 1` at
+/// tap `kx - 1`), so a 5x5 kernel loads 12 vectors a row for 40 FMAs instead of 40.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn run_lanes_s1<const N: usize, const KW: usize, const CLIP: bool>(
+    (g, at, padded, weights, bias, lo, hi, out): RunArgs,
+) {
+    unsafe {
+        let b = _mm512_loadu_ps(bias.add(at.h));
+        let mut acc = [b; N];
+        for ky in 0..g.kh {
+            let row = padded.add(((at.oy * g.sh + ky) * g.wp + at.ox) * CT + at.h);
+            let wrow = weights.add(ky * KW * CT + at.h);
+            let mut xs = [_mm512_setzero_ps(); RUN + 4];
+            for i in 0..N + KW - 1 {
+                xs[i] = _mm512_loadu_ps(row.add(i * CT));
+            }
+            for kx in 0..KW {
+                let w = _mm512_loadu_ps(wrow.add(kx * CT));
+                for q in 0..N {
+                    acc[q] = _mm512_fmadd_ps(w, xs[q + kx], acc[q]);
                 }
             }
         }
