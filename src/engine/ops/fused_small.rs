@@ -48,15 +48,17 @@ impl LaneGeometry {
 }
 
 /// Whether the pair runs faster channels in lanes than as [`super::FusedConvDepthwise`]
-/// (planes in lanes): always on a small plane; on a larger one only for a strided depthwise
-/// step, whose output (a quarter of the pixels) costs less to gather back into planes and
-/// whose phase-plane copies cost more. Measured in EfficientNet-Lite0 (engine_bench profile,
-/// ms, planes -> lanes): 16->96 3x3/2 on 112 0.721 -> 0.706, 24->144 5x5/2 on 56 0.391 ->
-/// 0.394, 40->240 3x3/2 on 28 0.220 -> 0.193; but 24->144 3x3/1 on 56 0.513 -> 0.624 and
-/// 40->240 5x5/1 on 28 0.314 -> 0.390.
+/// (planes in lanes): on planes up to 28x28, and for a strided depthwise step (whose output, a
+/// quarter of the pixels, costs less to transpose back into planes, and whose phase-plane
+/// copies cost more). Measured with layer_bench (warm, us, planes -> lanes): 16->96 3x3/2 on
+/// 112 634 -> 531, 24->144 5x5/2 on 56 380 -> 293, 40->240 3x3/2 on 28 204 -> 154, 40->240
+/// 5x5/1 on 28 285 -> 265; but 24->144 3x3/1 on 56 360 -> 399.
 fn lanes_gain(conv: &Geometry, dw: &Geometry) -> bool {
-    pointwise_small_fits(conv) || dw.sh * dw.sw > 1
+    pointwise_small_fits(conv) || dw.sh * dw.sw > 1 || dw.h * dw.w <= LANES_PLANE
 }
+
+/// Largest plane a stride-1 pair runs channels in lanes (28x28).
+const LANES_PLANE: usize = 28 * 28;
 
 /// The depthwise weights by tiles of [`CT`] channels: `[c / CT][taps][CT]` and `[c / CT][CT]`,
 /// zero past `c`.
@@ -242,6 +244,10 @@ pub fn fused_small(
     Ok(())
 }
 
+/// Input rows at least this wide park the expansion's sums straight in the padded rows; a
+/// narrower row would cut the kernel's runs short (7 or 14 pixels instead of 10-12).
+const DIRECT_WIDTH: usize = 24;
+
 /// Output pixels per band of rows (at least one row): a band's expansion output and its
 /// padded rows (`[rows][wp][CT]`, 72 KB each on 112x112) stay in L2. layer_bench, 16->96
 /// 3x3/2 on 112 (us): 64 pixels 628, 128 pixels 618, 256 pixels 648, 512 778, 1024 1011;
@@ -306,6 +312,14 @@ fn tiles_avx512(op: &FusedSmallConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
                         }
                         let count = need.end.min(g.pad_top + g.h) - r;
                         let y0 = r - g.pad_top;
+                        let interior = at + g.pad_left * CT;
+                        // Wide rows: the sums park straight in the padded rows (no copy).
+                        let direct = g.w >= DIRECT_WIDTH;
+                        let (park, layout) = if direct {
+                            (&mut rows[interior..], Some((g.w, lg.wp)))
+                        } else {
+                            (&mut partial[..], None)
+                        };
                         // Safety: AVX-512F detected (the caller checked the `Isa`); `partial`
                         // holds `cap` rows of the input, `rows` `cap` padded rows.
                         unsafe {
@@ -320,15 +334,18 @@ fn tiles_avx512(op: &FusedSmallConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
                                 op.conv.clip.is_some(),
                                 clo,
                                 chi,
-                                partial,
+                                park,
+                                layout,
                             );
-                            lanes::rows_to_lanes(
-                                partial.as_ptr(),
-                                count,
-                                g.w,
-                                rows[at + g.pad_left * CT..].as_mut_ptr(),
-                                pitch,
-                            );
+                            if !direct {
+                                lanes::rows_to_lanes(
+                                    partial.as_ptr(),
+                                    count,
+                                    g.w,
+                                    rows[interior..].as_mut_ptr(),
+                                    pitch,
+                                );
+                            }
                         }
                         r += count;
                     }

@@ -139,14 +139,18 @@ pub(crate) unsafe fn pointwise_tile(
 ) {
     unsafe {
         let halves = valid.div_ceil(16);
-        pointwise_passes(x, p, k, p, halves, weights, bias, clip, lo, hi, partial);
+        pointwise_passes(
+            x, p, k, p, halves, weights, bias, clip, lo, hi, partial, None,
+        );
         partial_to_planes(partial.as_ptr(), p, valid, out, p);
     }
 }
 
 /// [`CT`] output channels of a 1x1 convolution over `p` pixels (`x`: `k` runs of `p` pixels,
 /// `channel_stride` apart: a whole plane, or a band of rows of a larger one) into `partial`
-/// (`p * CT` floats, pixel-major: the channels of a pixel side by side), in runs of at most
+/// (`p * CT` floats, pixel-major: the channels of a pixel side by side; with `rows = Some((w,
+/// pitch))` pixel `i` at `(i / w) * pitch + i % w`, rows of `w` pixels straight into a wider
+/// zero-bordered buffer, runs never crossing a row), in runs of at most
 /// [`PT`] pixels of nearly equal length (49 pixels go as 10+10+10+10+9, not 12+12+12+12+1: a
 /// short run pays the weight loads for few FMAs). The input channels go in even passes of at
 /// most [`KC`], every run through one pass before the next, the partial sums parked in
@@ -167,14 +171,23 @@ pub(crate) unsafe fn pointwise_passes(
     lo: f32,
     hi: f32,
     partial: &mut [f32],
+    rows: Option<(usize, usize)>,
 ) {
-    assert!(partial.len() >= p * CT);
+    // Segments of pixels a run stays within, and where a segment's sums park.
+    let (segments, seg_len, seg_pitch) = match rows {
+        Some((w, pitch)) => {
+            assert!(p.is_multiple_of(w) && pitch >= w);
+            (p / w, w, pitch)
+        }
+        None => (1, p, p),
+    };
+    assert!(partial.len() >= ((segments - 1) * seg_pitch + seg_len) * CT);
     assert!(halves == 1 || halves == 2);
     assert!(channel_stride >= p);
     // One vector of channels (a partial last tile, 16 of 32 channels valid) takes twice the
     // pixels a run: the same 24 accumulators.
-    let runs = p.div_ceil(PT * (3 - halves));
-    let (short, longer) = (p / runs, p % runs);
+    let runs = seg_len.div_ceil(PT * (3 - halves));
+    let (short, longer) = (seg_len / runs, seg_len % runs);
     let part = partial.as_mut_ptr();
     let passes = k.div_ceil(KC);
     let per_pass = k.div_ceil(passes);
@@ -190,26 +203,30 @@ pub(crate) unsafe fn pointwise_passes(
                 first: k0 == 0,
                 last: k0 + kc == k,
             };
-            let mut p0 = 0;
-            for run in 0..runs {
-                let n = short + (run < longer) as usize;
-                macro_rules! go {
-                    ($h:literal, $($n:literal)*) => {
-                        match (n, clip) {
-                            $(
-                                ($n, true) => pointwise_px::<$n, $h, true>(&pass, bias, p0, lo, hi, part),
-                                ($n, false) => pointwise_px::<$n, $h, false>(&pass, bias, p0, lo, hi, part),
-                            )*
-                            _ => unreachable!("a run of {n} pixels"),
-                        }
-                    };
+            for seg in 0..segments {
+                let mut at = 0;
+                for run in 0..runs {
+                    let n = short + (run < longer) as usize;
+                    let p0 = seg * seg_len + at;
+                    let park = part.add((seg * seg_pitch + at) * CT);
+                    macro_rules! go {
+                        ($h:literal, $($n:literal)*) => {
+                            match (n, clip) {
+                                $(
+                                    ($n, true) => pointwise_px::<$n, $h, true>(&pass, bias, p0, lo, hi, park),
+                                    ($n, false) => pointwise_px::<$n, $h, false>(&pass, bias, p0, lo, hi, park),
+                                )*
+                                _ => unreachable!("a run of {n} pixels"),
+                            }
+                        };
+                    }
+                    if halves == 2 {
+                        go!(2, 1 2 3 4 5 6 7 8 9 10 11 12)
+                    } else {
+                        go!(1, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24)
+                    }
+                    at += n;
                 }
-                if halves == 2 {
-                    go!(2, 1 2 3 4 5 6 7 8 9 10 11 12)
-                } else {
-                    go!(1, 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24)
-                }
-                p0 += n;
             }
             k0 += kc;
         }
@@ -301,8 +318,8 @@ struct Pass {
 }
 
 /// `N` pixels from `p0` x `16 * H` channels (`H` of the tile's two vectors) through one pass:
-/// the accumulators start from the bias or the parked partial sums (`partial[(p0 + q) *
-/// CT..]`) and go back there (clamped after the last pass).
+/// the accumulators start from the bias or the parked partial sums (`park[q * CT..]`) and go
+/// back there (clamped after the last pass).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -312,10 +329,9 @@ unsafe fn pointwise_px<const N: usize, const H: usize, const CLIP: bool>(
     p0: usize,
     lo: f32,
     hi: f32,
-    partial: *mut f32,
+    park: *mut f32,
 ) {
     unsafe {
-        let park = partial.add(p0 * CT);
         let mut acc = [[_mm512_setzero_ps(); N]; H];
         for q in 0..N {
             for j in 0..H {
