@@ -10,14 +10,14 @@
 
 use tagger::engine::ops::conv::{dense, FastConv};
 use tagger::engine::ops::fused::{fused, FusedConvDepthwise};
-use tagger::engine::ops::fused_small::{fused_small, FusedSmallConvDepthwise};
+use tagger::engine::ops::fused_lanes::{fused_lanes, FusedLanesConvDepthwise};
 use tagger::engine::ops::{depthwise, Clip, FastDepthwise, Geometry, Isa};
 use tagger::engine::tract::thread_cpu_time as thread_cpu;
 
 /// (kind, cin, cout, size, kernel, stride): "pw" dense 1x1, "dw" depthwise (cin = cout), "fx"
 /// a 1x1 expansion `cin -> cout` and a depthwise `kernel` / `stride` on it, fused (the engine's
 /// `FusedConvDepthwise`, as the rewrite forms it on planes past 16x16); "fl" the same pair
-/// channels in lanes (`FusedSmallConvDepthwise`, AVX-512 only; "n/a" where it does not gain).
+/// channels in lanes (`FusedLanesConvDepthwise`, AVX-512 only; "n/a" where it does not gain).
 const LAYERS: &[(&str, usize, usize, usize, usize, usize)] = &[
     ("fx", 16, 96, 112, 3, 2),
     ("fl", 16, 96, 112, 3, 2),
@@ -139,11 +139,11 @@ fn main() {
             conv.clip = clip;
             let dw = FastDepthwise::new(Geometry { c: cout, ..g }, 4, clip).unwrap();
             let (w, b) = (values(cout * k * k, 4), values(cout, 5));
-            let Some(op) = FusedSmallConvDepthwise::new(conv, dw, &w, &b) else {
+            let Some(op) = FusedLanesConvDepthwise::new(conv, dw, &w, &b) else {
                 println!("| {name} | n/a | |");
                 continue;
             };
-            Box::new(move |out| fused_small(&op, &x, isa, out).unwrap())
+            Box::new(move |out| fused_lanes(&op, &x, isa, out).unwrap())
         } else if kind == "fx" {
             let pw = Geometry::pointwise(g.n, g.c, g.h, g.w);
             let mut conv =

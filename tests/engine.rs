@@ -5,7 +5,7 @@ mod common;
 use common::rng::Rng;
 use tagger::engine::ops::{
     FastConv, FastDepthwise, FastMaxPool, FastWinograd, FusedConvDepthwise,
-    FusedSmallConvDepthwise, Isa,
+    FusedLanesConvDepthwise, Isa,
 };
 use tagger::engine::rewrite::{rewrite_optimized, rewrite_typed};
 use tagger::models::{embedded_manifest, embedded_onnx};
@@ -46,8 +46,8 @@ fn count<O: Op>(model: &TypedModel) -> usize {
 }
 
 /// Our graph (the engine's steps) against tract's: logits, and how many nodes run our ops
-/// (direct dense, Winograd, depthwise, max-pool, fused dense + depthwise pairs on large and on
-/// small planes).
+/// (direct dense, Winograd, depthwise, max-pool, fused dense + depthwise pairs on planes and
+/// channels in lanes).
 fn same_logits(name: &str, shape: &[usize]) -> (usize, usize, usize, usize, usize, usize) {
     let typed = typed(name, shape);
     let plain = typed.clone().into_optimized().unwrap();
@@ -70,7 +70,7 @@ fn same_logits(name: &str, shape: &[usize]) -> (usize, usize, usize, usize, usiz
         count::<FastDepthwise>(&ours),
         count::<FastMaxPool>(&ours),
         count::<FusedConvDepthwise>(&ours),
-        count::<FusedSmallConvDepthwise>(&ours),
+        count::<FusedLanesConvDepthwise>(&ours),
     )
 }
 

@@ -13,8 +13,8 @@
 //! [`FastMaxPool`], and a ReLU6 (`OptBinChain(Max+Min)` against two scalar constants) or ReLU
 //! (`OptMaxByScalar`) that is the only consumer of one of our convolutions is folded into it
 //! as a clamp (tract only forms those chains while optimising); then a [`FastDepthwise`] fed by a
-//! 1x1 [`FastConv`] on a large plane becomes one [`FusedConvDepthwise`], on a small plane (with
-//! constant depthwise weights) one [`FusedSmallConvDepthwise`]. Everything else stays with tract.
+//! 1x1 [`FastConv`] becomes one [`FusedLanesConvDepthwise`] where that gains (AVX-512, constant
+//! depthwise weights), else one [`FusedConvDepthwise`]. Everything else stays with tract.
 
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use super::ops::winograd::winograd_fits;
 use super::ops::{
     supported_taps, Clip, FastConv, FastDepthwise, FastMaxPool, FastWinograd, FusedConvDepthwise,
-    FusedSmallConvDepthwise, Geometry, Tile,
+    FusedLanesConvDepthwise, Geometry, Tile,
 };
 
 #[cfg(test)]
@@ -56,9 +56,9 @@ pub struct OptimizedReport {
     pub maxpools: usize,
     /// [`FastConv`] + [`FastDepthwise`] pairs now running as one [`FusedConvDepthwise`].
     pub fused_pairs: usize,
-    /// [`FastConv`] + [`FastDepthwise`] pairs on small planes now running as one
-    /// [`FusedSmallConvDepthwise`].
-    pub fused_small_pairs: usize,
+    /// [`FastConv`] + [`FastDepthwise`] pairs now running channels in lanes as one
+    /// [`FusedLanesConvDepthwise`].
+    pub fused_lanes_pairs: usize,
 }
 
 /// Which of the engine's ops [`rewrite_typed_with`] may use.
@@ -257,8 +257,8 @@ pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport>
         patch.apply(model)?;
         report.fused_clips += 1;
     }
-    (report.fused_pairs, report.fused_small_pairs) = fuse_conv_depthwise(model)?;
-    if report.maxpools + report.fused_clips + report.fused_pairs + report.fused_small_pairs > 0 {
+    (report.fused_pairs, report.fused_lanes_pairs) = fuse_conv_depthwise(model)?;
+    if report.maxpools + report.fused_clips + report.fused_pairs + report.fused_lanes_pairs > 0 {
         model.compact()?;
     }
     Ok(report)
@@ -266,7 +266,7 @@ pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport>
 
 /// Replaces each [`FastDepthwise`] whose input is a [`FastConv`] with no other consumer by one
 /// fused op: [`FusedConvDepthwise`] when the convolution runs by weight blocks (a plane too
-/// large for the channels-in-lanes path), [`FusedSmallConvDepthwise`] when it runs channels in
+/// large for the channels-in-lanes path), [`FusedLanesConvDepthwise`] when it runs channels in
 /// lanes and the depthwise weights are constants; returns how many of each.
 fn fuse_conv_depthwise(model: &mut TypedModel) -> TractResult<(usize, usize)> {
     let depthwise: Vec<usize> = model
@@ -311,7 +311,7 @@ fn fuse_conv_depthwise(model: &mut TypedModel) -> TractResult<(usize, usize)> {
     Ok((fused, small))
 }
 
-/// The [`FusedSmallConvDepthwise`] for a 1x1 [`FastConv`] and the depthwise `node` on its
+/// The [`FusedLanesConvDepthwise`] for a 1x1 [`FastConv`] and the depthwise `node` on its
 /// output, when the depthwise weights are f32 constants and the pair runs channels in lanes
 /// (AVX-512).
 fn lanes_pair(
@@ -319,7 +319,7 @@ fn lanes_pair(
     node: &TypedNode,
     conv: &FastConv,
     dw: &FastDepthwise,
-) -> TractResult<Option<FusedSmallConvDepthwise>> {
+) -> TractResult<Option<FusedLanesConvDepthwise>> {
     let (Some(kernel), Some(bias)) = (
         const_value(model, node.inputs[1], 4),
         const_value(model, node.inputs[2], 4),
@@ -331,7 +331,7 @@ fn lanes_pair(
     }
     let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
     let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
-    Ok(FusedSmallConvDepthwise::new(
+    Ok(FusedLanesConvDepthwise::new(
         conv.clone(),
         dw.clone(),
         kernel,

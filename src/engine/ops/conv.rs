@@ -484,7 +484,7 @@ pub(crate) fn pointwise_small_fits(g: &Geometry) -> bool {
 
 /// A small-plane pointwise convolution with output channels in the vector lanes: tiles of
 /// [`CT`] channels x [`PT`] pixels, per input channel two weight vectors and [`PT`] broadcast
-/// inputs (read straight from `x`, no scratch), results scattered to the channel planes.
+/// inputs (read straight from `x`, no scratch), results transposed into the channel planes.
 #[cfg(target_arch = "x86_64")]
 fn pointwise_small(op: &FastConv, x: &[f32], out: &mut [f32]) -> TractResult<()> {
     let g = &op.geo;

@@ -253,7 +253,7 @@ mod tests {
         let names: Vec<_> = ours.nodes.iter().map(|n| n.op().name()).collect();
         if !(relu_between && clamp_left) {
             assert_eq!(
-                report.fused_pairs + report.fused_small_pairs,
+                report.fused_pairs + report.fused_lanes_pairs,
                 1,
                 "{g:?}: {report:?} {names:?}"
             );

@@ -1,12 +1,12 @@
 //! AVX-512F kernel of the channels-in-lanes depthwise convolution
-//! ([`crate::engine::ops::fused_small`]): 16 channels in the lanes of one vector, so a tap is
+//! ([`crate::engine::ops::fused_lanes`]): 16 channels in the lanes of one vector, so a tap is
 //! one weight vector and one input vector per output pixel, whatever the plane size or the
 //! stride (no phase planes, no lane left empty on a 7x7 plane).
 
 use std::arch::x86_64::*;
 
 use crate::engine::ops::conv::CT;
-use crate::engine::ops::fused_small::LaneGeometry;
+use crate::engine::ops::fused_lanes::LaneGeometry;
 
 /// Most output pixels of one row in flight: 8 accumulators, one weight vector per tap shared
 /// by all of them.

@@ -1,17 +1,16 @@
-//! A 1x1 convolution on a small plane and the depthwise convolution that is its only consumer,
-//! as one op, channels in the vector lanes throughout (the expansion and the depthwise step of
-//! EfficientNet-Lite0's blocks on 14x14 and 7x7).
+//! A 1x1 convolution and the depthwise convolution that is its only consumer, as one op,
+//! channels in the vector lanes throughout (on AVX-512: EfficientNet-Lite0's expansion and
+//! depthwise steps on 14x14 and 7x7, and on the larger planes where it gains, [`lanes_gain`]).
 //!
-//! The small-plane 1x1 convolution already computes [`CT`] output channels at a time
-//! pixel-major (channels in lanes, `conv::pointwise_small`); apart, it then gathered them into
-//! channel planes and the depthwise step copied each plane into padded phase planes, with most
-//! lanes empty on a 7x7 plane (a 5x5 depthwise there ran at a quarter of the rate it reaches on
-//! 28x28). Here each tile of [`CT`] channels stays pixel-major: copied into a zero-bordered
-//! `[hp][wp][CT]` buffer (in L1), convolved with 16 channels a vector (one weight vector and one
-//! input vector per tap and pixel, strides free), and only the depthwise output goes to channel
-//! planes. The expansion's output never exists whole. Off AVX-512 (where the convolution does
-//! not hold channels-in-lanes weights and the rewrite does not form this op) [`fused_small`]
-//! runs the two ops apart.
+//! The channels-in-lanes 1x1 kernel computes [`CT`] output channels at a time pixel-major;
+//! apart, they were gathered into channel planes and the depthwise step copied each plane
+//! into padded phase planes, with most lanes empty on a 7x7 plane (a 5x5 depthwise there ran at
+//! a quarter of the rate it reaches on 28x28). Here each tile of [`CT`] channels stays
+//! pixel-major, band of output rows by band: the expansion's rows go into a zero-bordered
+//! `[rows][wp][CT]` buffer, the depthwise step convolves 16 channels a vector (one weight
+//! vector and one input vector per tap and pixel, strides free), and only its output is
+//! transposed into channel planes. The expansion's output never exists whole. Off AVX-512
+//! (where the rewrite does not form this op) [`fused_lanes`] runs the two ops apart.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -100,11 +99,11 @@ impl LaneDepthwiseWeights {
     }
 }
 
-/// tract op: a channels-in-lanes [`FastConv`] (1x1, small plane, AVX-512) followed by a
+/// tract op: a 1x1 [`FastConv`] holding channels-in-lanes weights (AVX-512) followed by a
 /// [`FastDepthwise`] on its output; the depthwise weights are held by the op. One input, the
 /// convolution's.
 #[derive(Clone)]
-pub struct FusedSmallConvDepthwise {
+pub struct FusedLanesConvDepthwise {
     /// The 1x1 convolution, its clamp included.
     pub conv: FastConv,
     /// The depthwise convolution on its output, its clamp included.
@@ -112,13 +111,13 @@ pub struct FusedSmallConvDepthwise {
     weights: Arc<LaneDepthwiseWeights>,
 }
 
-impl std::fmt::Debug for FusedSmallConvDepthwise {
+impl std::fmt::Debug for FusedLanesConvDepthwise {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FusedSmallConvDepthwise({:?}, {:?})", self.conv, self.dw)
+        write!(f, "FusedLanesConvDepthwise({:?}, {:?})", self.conv, self.dw)
     }
 }
 
-impl PartialEq for FusedSmallConvDepthwise {
+impl PartialEq for FusedLanesConvDepthwise {
     fn eq(&self, other: &Self) -> bool {
         self.conv == other.conv
             && self.dw == other.dw
@@ -126,16 +125,16 @@ impl PartialEq for FusedSmallConvDepthwise {
     }
 }
 
-impl Eq for FusedSmallConvDepthwise {}
+impl Eq for FusedLanesConvDepthwise {}
 
-impl std::hash::Hash for FusedSmallConvDepthwise {
+impl std::hash::Hash for FusedLanesConvDepthwise {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.conv.hash(state);
         self.dw.hash(state);
     }
 }
 
-impl FusedSmallConvDepthwise {
+impl FusedLanesConvDepthwise {
     /// The fused op, if `conv` holds channels-in-lanes weights and `dw` reads exactly its
     /// output; `kernel` (`c * taps`, channel-major) and `bias` (`c`) are the depthwise weights.
     pub fn new(
@@ -143,20 +142,20 @@ impl FusedSmallConvDepthwise {
         dw: FastDepthwise,
         kernel: &[f32],
         bias: &[f32],
-    ) -> Option<FusedSmallConvDepthwise> {
+    ) -> Option<FusedLanesConvDepthwise> {
         if !lanes_gain(&conv.geo, &dw.geo) {
             return None;
         }
-        FusedSmallConvDepthwise::on_any_plane(conv, dw, kernel, bias)
+        FusedLanesConvDepthwise::on_any_plane(conv, dw, kernel, bias)
     }
 
-    /// [`FusedSmallConvDepthwise::new`] whether or not the pair gains from it.
+    /// [`FusedLanesConvDepthwise::new`] whether or not the pair gains from it.
     fn on_any_plane(
         conv: FastConv,
         dw: FastDepthwise,
         kernel: &[f32],
         bias: &[f32],
-    ) -> Option<FusedSmallConvDepthwise> {
+    ) -> Option<FusedLanesConvDepthwise> {
         let conv = conv.with_lanes_weights()?;
         let g = &dw.geo;
         if conv.shapes().1 != dw.input_shape()
@@ -166,13 +165,13 @@ impl FusedSmallConvDepthwise {
             return None;
         }
         let weights = Arc::new(LaneDepthwiseWeights::new(g.c, g.taps(), kernel, bias));
-        Some(FusedSmallConvDepthwise { conv, dw, weights })
+        Some(FusedLanesConvDepthwise { conv, dw, weights })
     }
 }
 
-impl Op for FusedSmallConvDepthwise {
+impl Op for FusedLanesConvDepthwise {
     fn name(&self) -> StaticName {
-        "FusedSmallConvDepthwise".into()
+        "FusedLanesConvDepthwise".into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -188,7 +187,7 @@ impl Op for FusedSmallConvDepthwise {
     op_as_typed_op!();
 }
 
-impl EvalOp for FusedSmallConvDepthwise {
+impl EvalOp for FusedLanesConvDepthwise {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
@@ -196,16 +195,16 @@ impl EvalOp for FusedSmallConvDepthwise {
         let input_shape = self.conv.shapes().0;
         let output_shape = self.dw.output_shape();
         eval_f32(
-            "FusedSmallConvDepthwise",
+            "FusedLanesConvDepthwise",
             &x,
             &input_shape,
             &output_shape,
-            |x, out| fused_small(self, x, Isa::detect(), out),
+            |x, out| fused_lanes(self, x, Isa::detect(), out),
         )
     }
 }
 
-impl TypedOp for FusedSmallConvDepthwise {
+impl TypedOp for FusedLanesConvDepthwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         f32_output_facts(inputs, 1, &self.conv.shapes().0, &self.dw.output_shape())
     }
@@ -224,8 +223,8 @@ impl TypedOp for FusedSmallConvDepthwise {
 /// The fused convolutions of `x` (`n * cin * h * w`) into `out` (the depthwise output): on
 /// AVX-512 tile by tile, the tiles split across tract's current executor; on other instruction
 /// sets the two ops one after the other.
-pub fn fused_small(
-    op: &FusedSmallConvDepthwise,
+pub fn fused_lanes(
+    op: &FusedLanesConvDepthwise,
     x: &[f32],
     isa: Isa,
     out: &mut [f32],
@@ -255,11 +254,12 @@ const DIRECT_WIDTH: usize = 24;
 const BAND_PIXELS: usize = 128;
 
 /// Every tile of [`CT`] channels, band of output rows by band: the expansion's passes over the
-/// input rows the band needs (those the previous band computed are kept) into a pixel-major
-/// buffer, copied into the zero-bordered rows, the depthwise convolution into a pixel-major
-/// output, gathered into the output's channel planes.
+/// input rows the band needs (those the previous band computed are kept) into the
+/// zero-bordered rows (parked there directly on wide rows, else through a pixel-major buffer),
+/// the depthwise convolution into a pixel-major output, transposed into the output's channel
+/// planes.
 #[cfg(target_arch = "x86_64")]
-fn tiles_avx512(op: &FusedSmallConvDepthwise, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> TractResult<()> {
     use super::x86::{conv as xconv, lanes};
     use super::Clip;
     let g = op.dw.geo;

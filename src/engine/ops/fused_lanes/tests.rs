@@ -47,8 +47,8 @@ fn check(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
-/// A depthwise geometry on a plane small enough for the channels-in-lanes convolution.
-fn small_geometry(rng: &mut Rng, large: bool) -> Geometry {
+/// A depthwise geometry on a small plane (up to 16x16) or, with `large`, up to 48x48.
+fn lanes_geometry(rng: &mut Rng, large: bool) -> Geometry {
     loop {
         let k = [3, 5][rng.below(2)];
         let s = 1 + rng.below(2);
@@ -73,15 +73,15 @@ fn small_geometry(rng: &mut Rng, large: bool) -> Geometry {
 }
 
 /// The op on every instruction set against the definitions chained (1x1 then depthwise, each
-/// clamped or not), on random small planes: odd sizes and paddings, strides 1 and 2, channel
+/// clamped or not), on random planes (a third past 16x16: several bands): odd sizes and paddings, strides 1 and 2, channel
 /// counts that leave partial tiles and half-empty vectors, input counts past one pass.
 #[test]
-fn fused_small_matches_definition_on_random_shapes() {
+fn fused_lanes_matches_definition_on_random_shapes() {
     let mut rng = Rng::new(0x5a11_f05e);
     let mut fused_cases = 0;
     for case in 0..60 {
         // Every third case on a plane past 16x16: several bands of rows.
-        let g = small_geometry(&mut rng, case % 3 == 2);
+        let g = lanes_geometry(&mut rng, case % 3 == 2);
         let cin = [1 + rng.below(40), 100 + rng.below(200)][case % 2];
         let pw = Geometry::pointwise(g.n, cin, g.h, g.w);
         let x = rng.uniforms(-1.0, 1.0, g.n * cin * g.h * g.w);
@@ -100,14 +100,14 @@ fn fused_small_matches_definition_on_random_shapes() {
             conv.clip = c1;
             let dw = FastDepthwise::new(g, 4, c2).unwrap();
             // Off AVX-512 the convolution holds block weights: no fused op to build.
-            let Some(op) = FusedSmallConvDepthwise::on_any_plane(conv, dw, &w2, &b2) else {
+            let Some(op) = FusedLanesConvDepthwise::on_any_plane(conv, dw, &w2, &b2) else {
                 assert_ne!(isa, Isa::Avx512, "{g:?}");
                 continue;
             };
             fused_cases += 1;
             for run_isa in Isa::available() {
                 let mut got = vec![f32::NAN; want.len()];
-                fused_small(&op, &x, run_isa, &mut got).unwrap();
+                fused_lanes(&op, &x, run_isa, &mut got).unwrap();
                 check(&got, &want, 2e-5, &format!("{run_isa:?} {g:?} cin {cin}"));
             }
         }
@@ -132,7 +132,7 @@ fn relu6(model: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
         .unwrap()[0]
 }
 
-/// `x -> 1x1 conv -> ReLU6 -> depthwise g -> ReLU6` as tract's `Conv` ops on a small plane:
+/// `x -> 1x1 conv -> ReLU6 -> depthwise g -> ReLU6` as tract's `Conv` ops:
 /// the engine's plan (which must fuse the pair on AVX-512) against tract's.
 fn pair_vs_tract(rng: &mut Rng, cin: usize, g: Geometry) {
     let conv = |ci: usize, co: usize, group: usize, geo: &Geometry| Conv {
@@ -172,7 +172,7 @@ fn pair_vs_tract(rng: &mut Rng, cin: usize, g: Geometry) {
     let names: Vec<_> = ours.nodes.iter().map(|n| n.op().name()).collect();
     let clamp_left = names.iter().any(|n| n.contains("Max"));
     if Isa::detect() == Isa::Avx512 && !clamp_left {
-        assert_eq!(report.fused_small_pairs, 1, "{g:?}: {report:?} {names:?}");
+        assert_eq!(report.fused_lanes_pairs, 1, "{g:?}: {report:?} {names:?}");
     }
     let input = Tensor::from_shape(&shape, &x).unwrap();
     let run = |m: TypedModel| -> Vec<f32> {
@@ -189,7 +189,7 @@ fn pair_vs_tract(rng: &mut Rng, cin: usize, g: Geometry) {
 }
 
 #[test]
-fn fused_small_pair_matches_tract() {
+fn fused_lanes_pair_matches_tract() {
     let mut rng = Rng::new(0x1e_0f05e);
     // EfficientNet-Lite0's 14x14 and 7x7 blocks (fewer channels), then odd ones.
     let square = |n, c, size, k, s, before, after| Geometry {
@@ -211,4 +211,7 @@ fn fused_small_pair_matches_tract() {
     pair_vs_tract(&mut rng, 192, square(1, 200, 7, 5, 1, 2, 2));
     pair_vs_tract(&mut rng, 33, square(2, 45, 9, 3, 2, 0, 1));
     pair_vs_tract(&mut rng, 7, square(1, 17, 5, 5, 1, 2, 2));
+    // Past 16x16, where it gains: strided (several bands, rows parked in place), 28x28 stride 1.
+    pair_vs_tract(&mut rng, 16, square(1, 40, 34, 3, 2, 0, 1));
+    pair_vs_tract(&mut rng, 24, square(1, 48, 28, 5, 1, 2, 2));
 }
