@@ -21,6 +21,7 @@ use super::depthwise::{depthwise, FastDepthwise};
 use super::{eval_f32, f32_output_facts, Geometry, Isa};
 
 /// The depthwise geometry as the lane kernel reads it: the padded row width and the output.
+#[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LaneGeometry {
     pub(crate) wp: usize,
@@ -32,6 +33,7 @@ pub(crate) struct LaneGeometry {
     pub(crate) sw: usize,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl LaneGeometry {
     fn new(g: &Geometry) -> LaneGeometry {
         LaneGeometry {
@@ -245,12 +247,14 @@ pub fn fused_lanes(
 
 /// Input rows at least this wide park the expansion's sums straight in the padded rows; a
 /// narrower row would cut the kernel's runs short (7 or 14 pixels instead of 10-12).
+#[cfg(target_arch = "x86_64")]
 const DIRECT_WIDTH: usize = 24;
 
 /// Output pixels per band of rows (at least one row): a band's expansion output and its
 /// padded rows (`[rows][wp][CT]`, 72 KB each on 112x112) stay in L2. layer_bench, 16->96
 /// 3x3/2 on 112 (us): 64 pixels 628, 128 pixels 618, 256 pixels 648, 512 778, 1024 1011;
 /// 24->144 5x5/2 on 56: 348, 330, 324, 328, 331.
+#[cfg(target_arch = "x86_64")]
 const BAND_PIXELS: usize = 128;
 
 /// Every tile of [`CT`] channels, band of output rows by band: the expansion's passes over the
