@@ -245,11 +245,6 @@ pub fn fused_lanes(
     Ok(())
 }
 
-/// Input rows at least this wide park the expansion's sums straight in the padded rows; a
-/// narrower row would cut the kernel's runs short (7 or 14 pixels instead of 10-12).
-#[cfg(target_arch = "x86_64")]
-const DIRECT_WIDTH: usize = 24;
-
 /// Output pixels per band of rows (at least one row): a band's expansion output and its
 /// padded rows (`[rows][wp][CT]`, 72 KB each on 112x112) stay in L2. layer_bench, 16->96
 /// 3x3/2 on 112 (us): 64 pixels 628, 128 pixels 618, 256 pixels 648, 512 778, 1024 1011;
@@ -258,10 +253,10 @@ const DIRECT_WIDTH: usize = 24;
 const BAND_PIXELS: usize = 128;
 
 /// Every tile of [`CT`] channels, band of output rows by band: the expansion's passes over the
-/// input rows the band needs (those the previous band computed are kept) into the
-/// zero-bordered rows (parked there directly on wide rows, else through a pixel-major buffer),
-/// the depthwise convolution into a pixel-major output, transposed into the output's channel
-/// planes.
+/// input rows the band needs (those the previous band computed are kept) parked straight in
+/// the zero-bordered rows (runs cut at row ends: measured faster even on 7- and 14-pixel rows
+/// than longer runs and a copy, e.g. 112->672 5x5/2 on 14x14 290 -> 278 us), the depthwise
+/// convolution into a pixel-major output, transposed into the output's channel planes.
 #[cfg(target_arch = "x86_64")]
 fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> TractResult<()> {
     use super::x86::{conv as xconv, lanes};
@@ -283,7 +278,8 @@ fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
         let xn = x[n * cin * plane..][..cin * plane].as_ptr() as usize;
         let on = out[n * g.c * out_plane..][..g.c * out_plane].as_mut_ptr() as usize;
         tract_linalg::multithread::par_chunks_mut(&mut vec![(); tiles], 1, work, |first, ts| {
-            let mut partial = AlignedBuf::zeros((cap * g.w).max(band * lg.ow) * CT);
+            // The band's depthwise output, pixel-major.
+            let mut partial = AlignedBuf::zeros(band * lg.ow * CT);
             let partial = partial.as_mut_slice();
             // The left and right borders stay zero: rows are filled in their interior, zeroed
             // whole, or moved whole.
@@ -317,15 +313,8 @@ fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
                         let count = need.end.min(g.pad_top + g.h) - r;
                         let y0 = r - g.pad_top;
                         let interior = at + g.pad_left * CT;
-                        // Wide rows: the sums park straight in the padded rows (no copy).
-                        let direct = g.w >= DIRECT_WIDTH;
-                        let (park, layout) = if direct {
-                            (&mut rows[interior..], Some((g.w, lg.wp)))
-                        } else {
-                            (&mut partial[..], None)
-                        };
-                        // Safety: AVX-512F detected (the caller checked the `Isa`); `partial`
-                        // holds `cap` rows of the input, `rows` `cap` padded rows.
+                        // Safety: AVX-512F detected (the caller checked the `Isa`); `rows` holds
+                        // `cap` padded rows, the interior of `count` from `interior` on.
                         unsafe {
                             xconv::pointwise_passes(
                                 (xn as *const f32).add(y0 * g.w),
@@ -338,18 +327,9 @@ fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
                                 op.conv.clip.is_some(),
                                 clo,
                                 chi,
-                                park,
-                                layout,
+                                &mut rows[interior..],
+                                Some((g.w, lg.wp)),
                             );
-                            if !direct {
-                                lanes::rows_to_lanes(
-                                    partial.as_ptr(),
-                                    count,
-                                    g.w,
-                                    rows[interior..].as_mut_ptr(),
-                                    pitch,
-                                );
-                            }
                         }
                         r += count;
                     }

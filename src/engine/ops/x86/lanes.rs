@@ -204,26 +204,3 @@ unsafe fn run_lanes_s2<const N: usize, const KW: usize, const CLIP: bool>(
         }
     }
 }
-
-/// Copies `rows` rows of `w` pixel-major pixels (`part`, `[rows * w][CT]`) into rows `pitch`
-/// floats apart at `dst` (the interior of the zero-bordered buffer), two vectors a pixel.
-///
-/// # Safety
-/// AVX-512F; the buffers hold those sizes.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn rows_to_lanes(
-    part: *const f32,
-    rows: usize,
-    w: usize,
-    dst: *mut f32,
-    pitch: usize,
-) {
-    unsafe {
-        for y in 0..rows {
-            let (d, s) = (dst.add(y * pitch), part.add(y * w * CT));
-            for i in 0..w * CT / 16 {
-                _mm512_storeu_ps(d.add(16 * i), _mm512_loadu_ps(s.add(16 * i)));
-            }
-        }
-    }
-}
