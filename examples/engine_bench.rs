@@ -478,7 +478,7 @@ fn profiles(a: &Args, x: &[f32]) {
         let before = profile(&plain, x, runs, a.cpu_time);
         let after = profile(&ours, x, runs, a.cpu_time);
         println!(
-            "## Per-op profile, {name} ({} ms per run, mean of {runs} runs, 1 thread; rewrite: {} dense conv ({} of them Winograd), {} depthwise ({} Pad folded), {} max-pool replaced, {} ReLU/ReLU6 fused, {} conv+depthwise pairs fused, {} convolutions left to tract)",
+            "## Per-op profile, {name} ({} ms per run, mean of {runs} runs, 1 thread; rewrite: {} dense conv ({} of them Winograd), {} depthwise ({} Pad folded), {} max-pool replaced, {} ReLU/ReLU6 fused, {} conv+depthwise pairs fused ({} channels in lanes), {} convolutions left to tract)",
             if a.cpu_time { "thread CPU" } else { "wall" },
             typed_report.dense + typed_report.winograd,
             typed_report.winograd,
@@ -486,7 +486,8 @@ fn profiles(a: &Args, x: &[f32]) {
             typed_report.folded_pads,
             report.maxpools,
             report.fused_clips,
-            report.fused_pairs,
+            report.fused_pairs + report.fused_lanes_pairs,
+            report.fused_lanes_pairs,
             typed_report.skipped.len(),
         );
         println!();
@@ -518,7 +519,13 @@ fn matmul_table(model: &TypedModel, times: &[(String, String, f64)]) {
                 mult.split(" with").next().unwrap_or("").to_string(),
                 dims.iter().product::<usize>() as f64,
             )
-        } else if ["FastConv", "FastDepthwise", "FusedConvDepthwise"].contains(&&*node.op().name())
+        } else if [
+            "FastConv",
+            "FastDepthwise",
+            "FusedConvDepthwise",
+            "FusedLanesConvDepthwise",
+        ]
+        .contains(&&*node.op().name())
         {
             let facts = model.node_input_facts(node.id).unwrap();
             let cost = node.op.cost(&facts).unwrap();

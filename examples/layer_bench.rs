@@ -10,18 +10,28 @@
 
 use tagger::engine::ops::conv::{dense, FastConv};
 use tagger::engine::ops::fused::{fused, FusedConvDepthwise};
+use tagger::engine::ops::fused_lanes::{fused_lanes, FusedLanesConvDepthwise};
 use tagger::engine::ops::{depthwise, Clip, FastDepthwise, Geometry, Isa};
 use tagger::engine::tract::thread_cpu_time as thread_cpu;
 
 /// (kind, cin, cout, size, kernel, stride): "pw" dense 1x1, "dw" depthwise (cin = cout), "fx"
 /// a 1x1 expansion `cin -> cout` and a depthwise `kernel` / `stride` on it, fused (the engine's
-/// `FusedConvDepthwise`, as the rewrite forms it on planes past 16x16).
+/// `FusedConvDepthwise`, as the rewrite forms it on planes past 16x16); "fl" the same pair
+/// channels in lanes (`FusedLanesConvDepthwise`, AVX-512 only; "n/a" where it does not gain).
 const LAYERS: &[(&str, usize, usize, usize, usize, usize)] = &[
     ("fx", 16, 96, 112, 3, 2),
+    ("fl", 16, 96, 112, 3, 2),
     ("fx", 24, 144, 56, 3, 1),
+    ("fl", 24, 144, 56, 3, 1),
     ("fx", 24, 144, 56, 5, 2),
+    ("fl", 24, 144, 56, 5, 2),
     ("fx", 40, 240, 28, 5, 1),
+    ("fl", 40, 240, 28, 5, 1),
     ("fx", 40, 240, 28, 3, 2),
+    ("fl", 40, 240, 28, 3, 2),
+    ("fl", 80, 480, 14, 3, 1),
+    ("fl", 112, 672, 14, 5, 2),
+    ("fl", 192, 1152, 7, 5, 1),
     ("stem", 3, 32, 224, 3, 2),
     ("dw", 32, 32, 112, 3, 1),
     ("pw", 32, 16, 112, 1, 1),
@@ -119,10 +129,22 @@ fn main() {
         let mut out = vec![0f32; cout * oh * ow];
         let fma = match kind {
             "dw" => cout * oh * ow * k * k,
-            "fx" => cout * size * size * cin + cout * oh * ow * k * k,
+            "fx" | "fl" => cout * size * size * cin + cout * oh * ow * k * k,
             _ => cout * oh * ow * k * k * cin,
         } as f64;
-        let mut run: Layer = if kind == "fx" {
+        let mut run: Layer = if kind == "fl" {
+            let pw = Geometry::pointwise(g.n, g.c, g.h, g.w);
+            let mut conv =
+                FastConv::new(pw, cout, 4, &values(cout * cin, 2), &values(cout, 3)).unwrap();
+            conv.clip = clip;
+            let dw = FastDepthwise::new(Geometry { c: cout, ..g }, 4, clip).unwrap();
+            let (w, b) = (values(cout * k * k, 4), values(cout, 5));
+            let Some(op) = FusedLanesConvDepthwise::new(conv, dw, &w, &b) else {
+                println!("| {name} | n/a | |");
+                continue;
+            };
+            Box::new(move |out| fused_lanes(&op, &x, isa, out).unwrap())
+        } else if kind == "fx" {
             let pw = Geometry::pointwise(g.n, g.c, g.h, g.w);
             let mut conv =
                 FastConv::new(pw, cout, 4, &values(cout * cin, 2), &values(cout, 3)).unwrap();

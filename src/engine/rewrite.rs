@@ -13,8 +13,8 @@
 //! [`FastMaxPool`], and a ReLU6 (`OptBinChain(Max+Min)` against two scalar constants) or ReLU
 //! (`OptMaxByScalar`) that is the only consumer of one of our convolutions is folded into it
 //! as a clamp (tract only forms those chains while optimising); then a [`FastDepthwise`] fed by a
-//! 1x1 [`FastConv`] on a large plane becomes one [`FusedConvDepthwise`]. Everything else stays
-//! with tract.
+//! 1x1 [`FastConv`] becomes one [`FusedLanesConvDepthwise`] where that gains (AVX-512, constant
+//! depthwise weights), else one [`FusedConvDepthwise`]. Everything else stays with tract.
 
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use super::ops::winograd::winograd_fits;
 use super::ops::{
     supported_taps, Clip, FastConv, FastDepthwise, FastMaxPool, FastWinograd, FusedConvDepthwise,
-    Geometry, Tile,
+    FusedLanesConvDepthwise, Geometry, Tile,
 };
 
 #[cfg(test)]
@@ -56,6 +56,9 @@ pub struct OptimizedReport {
     pub maxpools: usize,
     /// [`FastConv`] + [`FastDepthwise`] pairs now running as one [`FusedConvDepthwise`].
     pub fused_pairs: usize,
+    /// [`FastConv`] + [`FastDepthwise`] pairs now running channels in lanes as one
+    /// [`FusedLanesConvDepthwise`].
+    pub fused_lanes_pairs: usize,
 }
 
 /// Which of the engine's ops [`rewrite_typed_with`] may use.
@@ -254,24 +257,25 @@ pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport>
         patch.apply(model)?;
         report.fused_clips += 1;
     }
-    report.fused_pairs = fuse_conv_depthwise(model)?;
-    if report.maxpools + report.fused_clips + report.fused_pairs > 0 {
+    (report.fused_pairs, report.fused_lanes_pairs) = fuse_conv_depthwise(model)?;
+    if report.maxpools + report.fused_clips + report.fused_pairs + report.fused_lanes_pairs > 0 {
         model.compact()?;
     }
     Ok(report)
 }
 
-/// Replaces each [`FastDepthwise`] whose input is a [`FastConv`] with no other consumer, when
-/// [`FusedConvDepthwise`] can run the pair (a 1x1 convolution on a plane too large for the
-/// channels-in-lanes path), by the fused op; returns how many.
-fn fuse_conv_depthwise(model: &mut TypedModel) -> TractResult<usize> {
+/// Replaces each [`FastDepthwise`] whose input is a [`FastConv`] with no other consumer by one
+/// fused op: [`FusedConvDepthwise`] when the convolution runs by weight blocks (a plane too
+/// large for the channels-in-lanes path), [`FusedLanesConvDepthwise`] when it runs channels in
+/// lanes and the depthwise weights are constants; returns how many of each.
+fn fuse_conv_depthwise(model: &mut TypedModel) -> TractResult<(usize, usize)> {
     let depthwise: Vec<usize> = model
         .nodes
         .iter()
         .filter(|n| n.op_is::<FastDepthwise>())
         .map(|n| n.id)
         .collect();
-    let mut fused = 0;
+    let (mut fused, mut small) = (0, 0);
     for id in depthwise {
         let node = model.node(id);
         let dw = node.op_as::<FastDepthwise>().unwrap().clone();
@@ -284,22 +288,55 @@ fn fuse_conv_depthwise(model: &mut TypedModel) -> TractResult<usize> {
         {
             continue;
         }
-        let Some(op) = FusedConvDepthwise::new(conv.clone(), dw) else {
-            continue;
-        };
         let conv_id = producer.id;
         let mut patch = TypedModelPatch::default();
         let x = patch.tap_model(model, producer.inputs[0])?;
-        let kernel = patch.tap_model(model, node.inputs[1])?;
-        let bias = patch.tap_model(model, node.inputs[2])?;
-        let wire = patch.wire_node(&node.name, op, &[x, kernel, bias])?;
+        let lanes = lanes_pair(model, node, conv, &dw)?;
+        let wire = if let Some(op) = lanes {
+            small += 1;
+            patch.wire_node(&node.name, op, &[x])?
+        } else if let Some(op) = FusedConvDepthwise::new(conv.clone(), dw) {
+            let kernel = patch.tap_model(model, node.inputs[1])?;
+            let bias = patch.tap_model(model, node.inputs[2])?;
+            fused += 1;
+            patch.wire_node(&node.name, op, &[x, kernel, bias])?
+        } else {
+            continue;
+        };
         patch.shunt_outside(model, OutletId::new(id, 0), wire[0])?;
         patch.obliterate(id)?;
         patch.obliterate(conv_id)?;
         patch.apply(model)?;
-        fused += 1;
     }
-    Ok(fused)
+    Ok((fused, small))
+}
+
+/// The [`FusedLanesConvDepthwise`] for a 1x1 [`FastConv`] and the depthwise `node` on its
+/// output, when the depthwise weights are f32 constants and the pair runs channels in lanes
+/// (AVX-512).
+fn lanes_pair(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &FastConv,
+    dw: &FastDepthwise,
+) -> TractResult<Option<FusedLanesConvDepthwise>> {
+    let (Some(kernel), Some(bias)) = (
+        const_value(model, node.inputs[1], 4),
+        const_value(model, node.inputs[2], 4),
+    ) else {
+        return Ok(None);
+    };
+    if kernel.datum_type() != f32::datum_type() || bias.datum_type() != f32::datum_type() {
+        return Ok(None);
+    }
+    let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
+    let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
+    Ok(FusedLanesConvDepthwise::new(
+        conv.clone(),
+        dw.clone(),
+        kernel,
+        bias,
+    ))
 }
 
 /// The [`FastConv`] or [`FastWinograd`] (where [`winograd_tile`] picks one) equivalent to a

@@ -70,10 +70,11 @@ impl TractEngine {
         if options.rewrite {
             let report = rewrite::rewrite_optimized(&mut model).map_err(internal)?;
             log::debug!(
-                "engine rewrite: {} activations fused, {} max-pools, {} conv+depthwise pairs fused",
+                "engine rewrite: {} activations fused, {} max-pools, {} conv+depthwise pairs fused ({} channels in lanes)",
                 report.fused_clips,
                 report.maxpools,
-                report.fused_pairs
+                report.fused_pairs + report.fused_lanes_pairs,
+                report.fused_lanes_pairs
             );
         }
         let run_options = RunOptions {

@@ -18,6 +18,7 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
+use super::aligned::AlignedBuf;
 use super::planes::{Job, PlaneSetup};
 use super::{describe_clip, eval_f32, f32_output_facts, Clip, Geometry, Isa};
 
@@ -48,7 +49,8 @@ pub struct DenseWeights {
     packed: Vec<f32>,
     bias: Vec<f32>,
     /// For [`pointwise_small`]: `[cout / CT][K][CT]` (zero rows past `cout`), bias padded.
-    lanes: Option<(Vec<f32>, Vec<f32>)>,
+    /// On cache lines: the kernel loads two whole vectors of weights per input channel.
+    lanes: Option<(AlignedBuf, Vec<f32>)>,
 }
 
 impl DenseWeights {
@@ -75,15 +77,18 @@ impl DenseWeights {
             k,
             packed: Vec::new(),
             bias: Vec::new(),
-            lanes: Some(pack(cout, k, CT, kernel, bias)),
+            lanes: Some({
+                let (packed, bias) = pack(cout, k, CT, kernel, bias);
+                (AlignedBuf::from_slice(&packed), bias)
+            }),
         }
     }
 
     /// The OIHW kernel and the biases back from whichever layout is held.
     fn unpacked(&self) -> (Vec<f32>, Vec<f32>) {
         let (packed, bias, rows) = match &self.lanes {
-            Some((packed, bias)) => (packed, bias, CT),
-            None => (&self.packed, &self.bias, MR),
+            Some((packed, bias)) => (packed.as_slice(), bias, CT),
+            None => (&self.packed[..], &self.bias, MR),
         };
         let mut kernel = vec![0f32; self.cout * self.k];
         for co in 0..self.cout {
@@ -97,6 +102,36 @@ impl DenseWeights {
 
     fn blocks(&self) -> usize {
         self.cout.div_ceil(MR)
+    }
+}
+
+impl FastConv {
+    /// The weights and biases in the channels-in-lanes layout (`[cout / CT][K][CT]`, `[cout /
+    /// CT][CT]`), when the op holds them so (a small-plane pointwise convolution on AVX-512).
+    pub(crate) fn lanes_weights(&self) -> Option<(&[f32], &[f32])> {
+        self.weights
+            .lanes
+            .as_ref()
+            .map(|(w, b)| (w.as_slice(), b.as_slice()))
+    }
+
+    /// This op with its weights in the channels-in-lanes layout, for a fused op that runs the
+    /// channels-in-lanes kernel on any plane: a 1x1, stride-1, unpadded convolution on AVX-512.
+    pub(crate) fn with_lanes_weights(self) -> Option<FastConv> {
+        if self.weights.lanes.is_some() {
+            return Some(self);
+        }
+        if !reads_in_place(&self.geo) || Isa::detect() != Isa::Avx512 {
+            return None;
+        }
+        let (kernel, bias) = self.weights.unpacked();
+        let weights = Arc::new(DenseWeights::new_lanes(
+            self.cout,
+            self.weights.k,
+            &kernel,
+            &bias,
+        ));
+        Some(FastConv { weights, ..self })
     }
 }
 
@@ -438,7 +473,7 @@ impl<'a> BlockRunner<'a> {
 /// Whether a convolution takes the channels-in-lanes path: 1x1, stride 1, no padding, a small
 /// plane (7x7 in EfficientNet-Lite0's last stages), where vectors along the plane would be
 /// mostly empty.
-fn pointwise_small_fits(g: &Geometry) -> bool {
+pub(crate) fn pointwise_small_fits(g: &Geometry) -> bool {
     g.kh == 1
         && g.kw == 1
         && g.sh == 1
@@ -449,12 +484,13 @@ fn pointwise_small_fits(g: &Geometry) -> bool {
 
 /// A small-plane pointwise convolution with output channels in the vector lanes: tiles of
 /// [`CT`] channels x [`PT`] pixels, per input channel two weight vectors and [`PT`] broadcast
-/// inputs (read straight from `x`, no scratch), results scattered to the channel planes.
+/// inputs (read straight from `x`, no scratch), results transposed into the channel planes.
 #[cfg(target_arch = "x86_64")]
 fn pointwise_small(op: &FastConv, x: &[f32], out: &mut [f32]) -> TractResult<()> {
     let g = &op.geo;
     let (p, k) = (g.h * g.w, g.c);
     let (packed, bias) = op.weights.lanes.as_ref().unwrap();
+    let packed = packed.as_slice();
     let tiles = op.cout.div_ceil(CT);
     let (lo, hi) = Clip::bounds(op.clip);
     let clip = op.clip.is_some();
@@ -463,7 +499,8 @@ fn pointwise_small(op: &FastConv, x: &[f32], out: &mut [f32]) -> TractResult<()>
         let on = out[n * op.cout * p..][..op.cout * p].as_mut_ptr() as usize;
         let work = op.cout * p * k;
         tract_linalg::multithread::par_chunks_mut(&mut vec![(); tiles], 1, work, |first, ts| {
-            let mut partial = vec![0f32; p * CT];
+            let mut partial = AlignedBuf::zeros(p * CT);
+            let partial = partial.as_mut_slice();
             for t in first..first + ts.len() {
                 let valid = (op.cout - t * CT).min(CT);
                 // Safety: AVX-512F detected (the caller checked the `Isa`); tile `t` writes only
@@ -480,7 +517,7 @@ fn pointwise_small(op: &FastConv, x: &[f32], out: &mut [f32]) -> TractResult<()>
                         clip,
                         lo,
                         hi,
-                        &mut partial,
+                        partial,
                     )
                 };
             }

@@ -9,6 +9,8 @@
 //!   products on [`conv`]'s kernels;
 //! - [`fused`]: a 1x1 convolution and the depthwise convolution consuming it, run block by
 //!   block so the intermediate planes stay in cache;
+//! - [`fused_lanes`]: the same pair channels in the vector lanes throughout (AVX-512; small
+//!   planes and the larger ones where it gains);
 //! - [`planes`]: the phase-plane machinery (padding, strides, the per-plane loop) and the
 //!   portable kernels; [`x86`] the AVX-512F and AVX2+FMA kernels, chosen at run time ([`Isa`]).
 //!
@@ -18,9 +20,11 @@
 
 use std::fmt;
 
+pub(crate) mod aligned;
 pub mod conv;
 pub mod depthwise;
 pub mod fused;
+pub mod fused_lanes;
 pub mod maxpool;
 pub(crate) mod planes;
 #[cfg(test)]
@@ -35,6 +39,7 @@ use tract_onnx::tract_core::internal::{ensure, DatumExt, IntoTValue};
 pub use conv::FastConv;
 pub use depthwise::{depthwise, FastDepthwise};
 pub use fused::FusedConvDepthwise;
+pub use fused_lanes::FusedLanesConvDepthwise;
 pub use maxpool::{maxpool, FastMaxPool};
 pub use winograd::{winograd, FastWinograd, Tile};
 

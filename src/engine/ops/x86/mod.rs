@@ -5,4 +5,5 @@
 #![allow(clippy::needless_range_loop)]
 
 pub(crate) mod conv;
+pub(crate) mod lanes;
 pub(crate) mod planes;

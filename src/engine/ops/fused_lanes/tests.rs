@@ -1,0 +1,217 @@
+use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::math::{max, min};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::*;
+use crate::engine::ops::testing::{pool_spec, reference, Rng};
+use crate::engine::ops::Clip;
+use crate::engine::rewrite::{rewrite_optimized, rewrite_typed};
+
+/// A 1x1 convolution straight from the definition, in f64, rounded to f32 and clamped.
+fn pointwise_reference(
+    g: &Geometry,
+    cout: usize,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    clip: Option<Clip>,
+) -> Vec<f32> {
+    let p = g.h * g.w;
+    let mut out = vec![0f32; g.n * cout * p];
+    for n in 0..g.n {
+        for co in 0..cout {
+            for px in 0..p {
+                let mut acc = b[co] as f64;
+                for ci in 0..g.c {
+                    acc += w[co * g.c + ci] as f64 * x[(n * g.c + ci) * p + px] as f64;
+                }
+                let mut v = acc as f32;
+                if let Some(c) = clip {
+                    v = v.max(c.lo()).min(c.hi());
+                }
+                out[(n * cout + co) * p + px] = v;
+            }
+        }
+    }
+    out
+}
+
+/// Within `tol` (relative, absolute below 1).
+fn check(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * b.abs().max(1.0),
+            "{what} at {i}: {a} vs {b}"
+        );
+    }
+}
+
+/// A depthwise geometry on a small plane (up to 16x16) or, with `large`, up to 48x48.
+fn lanes_geometry(rng: &mut Rng, large: bool) -> Geometry {
+    loop {
+        let k = [3, 5][rng.below(2)];
+        let s = 1 + rng.below(2);
+        let g = Geometry {
+            n: 1 + rng.below(2),
+            c: 1 + rng.below(80),
+            h: 1 + rng.below(if large { 48 } else { 16 }),
+            w: 1 + rng.below(if large { 48 } else { 16 }),
+            kh: k,
+            kw: k,
+            sh: s,
+            sw: 1 + rng.below(2),
+            pad_top: rng.below(k),
+            pad_left: rng.below(k),
+            pad_bottom: rng.below(k),
+            pad_right: rng.below(k),
+        };
+        if g.is_valid() {
+            return g;
+        }
+    }
+}
+
+/// The op on every instruction set against the definitions chained (1x1 then depthwise, each
+/// clamped or not), on random planes (a third past 16x16: several bands): odd sizes and paddings, strides 1 and 2, channel
+/// counts that leave partial tiles and half-empty vectors, input counts past one pass.
+#[test]
+fn fused_lanes_matches_definition_on_random_shapes() {
+    let mut rng = Rng::new(0x5a11_f05e);
+    let mut fused_cases = 0;
+    for case in 0..60 {
+        // Every third case on a plane past 16x16: several bands of rows.
+        let g = lanes_geometry(&mut rng, case % 3 == 2);
+        let cin = [1 + rng.below(40), 100 + rng.below(200)][case % 2];
+        let pw = Geometry::pointwise(g.n, cin, g.h, g.w);
+        let x = rng.uniforms(-1.0, 1.0, g.n * cin * g.h * g.w);
+        let w1 = rng.uniforms(-0.2, 0.2, g.c * cin);
+        let b1 = rng.uniforms(-1.0, 1.0, g.c);
+        let w2 = rng.uniforms(-1.0, 1.0, g.c * g.taps());
+        let b2 = rng.uniforms(-1.0, 1.0, g.c);
+        let c1 = (rng.below(2) == 1).then(|| Clip::new(0.0, 0.6));
+        let c2 = (rng.below(2) == 1).then(|| Clip::new(0.0, 0.6));
+        let mid = pointwise_reference(&pw, g.c, &x, &w1, &b1, c1);
+        let want = reference(&g, &mid, &w2, &b2, c2);
+        for isa in Isa::available() {
+            let Ok(mut conv) = FastConv::for_isa(pw, g.c, 4, &w1, &b1, isa) else {
+                panic!("{pw:?}")
+            };
+            conv.clip = c1;
+            let dw = FastDepthwise::new(g, 4, c2).unwrap();
+            // Off AVX-512 the convolution holds block weights: no fused op to build.
+            let Some(op) = FusedLanesConvDepthwise::on_any_plane(conv, dw, &w2, &b2) else {
+                assert_ne!(isa, Isa::Avx512, "{g:?}");
+                continue;
+            };
+            fused_cases += 1;
+            for run_isa in Isa::available() {
+                let mut got = vec![f32::NAN; want.len()];
+                fused_lanes(&op, &x, run_isa, &mut got).unwrap();
+                check(&got, &want, 2e-5, &format!("{run_isa:?} {g:?} cin {cin}"));
+            }
+        }
+    }
+    if Isa::detect() == Isa::Avx512 {
+        assert!(fused_cases >= 60);
+    }
+}
+
+fn relu6(model: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
+    let zero = model
+        .add_const(format!("{name}.0"), tensor4(&[[[[0f32]]]]))
+        .unwrap();
+    let six = model
+        .add_const(format!("{name}.6"), tensor4(&[[[[6f32]]]]))
+        .unwrap();
+    let x = model
+        .wire_node(format!("{name}.max"), max(), &[x, zero])
+        .unwrap()[0];
+    model
+        .wire_node(format!("{name}.min"), min(), &[x, six])
+        .unwrap()[0]
+}
+
+/// `x -> 1x1 conv -> ReLU6 -> depthwise g -> ReLU6` as tract's `Conv` ops:
+/// the engine's plan (which must fuse the pair on AVX-512) against tract's.
+fn pair_vs_tract(rng: &mut Rng, cin: usize, g: Geometry) {
+    let conv = |ci: usize, co: usize, group: usize, geo: &Geometry| Conv {
+        pool_spec: pool_spec(geo, DataFormat::NCHW, ci, co),
+        kernel_fmt: KernelFormat::OIHW,
+        group,
+        q_params: None,
+    };
+    let pw = Geometry::pointwise(g.n, cin, g.h, g.w);
+    let shape = [g.n, cin, g.h, g.w];
+    let x = rng.uniforms(-1.0, 1.0, shape.iter().product());
+    let mut model = TypedModel::default();
+    let src = model.add_source("x", f32::fact(shape)).unwrap();
+    let mut konst = |name: &str, shape: &[usize], lo: f32, hi: f32| {
+        let values = rng.uniforms(lo, hi, shape.iter().product());
+        model
+            .add_const(name, Tensor::from_shape(shape, &values).unwrap())
+            .unwrap()
+    };
+    let k1 = konst("k1", &[g.c, cin, 1, 1], -0.3, 0.3);
+    let b1 = konst("b1", &[g.c], -1.0, 1.0);
+    let k2 = konst("k2", &[g.c, 1, g.kh, g.kw], -1.0, 1.0);
+    let b2 = konst("b2", &[g.c], -1.0, 1.0);
+    let y = model
+        .wire_node("expand", conv(cin, g.c, 1, &pw), &[src, k1, b1])
+        .unwrap()[0];
+    let y = relu6(&mut model, "r1", y);
+    let y = model
+        .wire_node("dw", conv(g.c, g.c, g.c, &g), &[y, k2, b2])
+        .unwrap()[0];
+    let y = relu6(&mut model, "r2", y);
+    model.select_output_outlets(&[y]).unwrap();
+    let mut ours = model.clone();
+    rewrite_typed(&mut ours).unwrap();
+    let mut ours = ours.into_optimized().unwrap();
+    let report = rewrite_optimized(&mut ours).unwrap();
+    let names: Vec<_> = ours.nodes.iter().map(|n| n.op().name()).collect();
+    let clamp_left = names.iter().any(|n| n.contains("Max"));
+    if Isa::detect() == Isa::Avx512 && !clamp_left {
+        assert_eq!(report.fused_lanes_pairs, 1, "{g:?}: {report:?} {names:?}");
+    }
+    let input = Tensor::from_shape(&shape, &x).unwrap();
+    let run = |m: TypedModel| -> Vec<f32> {
+        let plan = m.into_runnable().unwrap();
+        plan.run(tvec!(input.clone().into_tvalue())).unwrap()[0]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
+    };
+    let want = run(model.into_optimized().unwrap());
+    check(&run(ours), &want, 1e-4, &format!("plan {g:?} cin {cin}"));
+}
+
+#[test]
+fn fused_lanes_pair_matches_tract() {
+    let mut rng = Rng::new(0x1e_0f05e);
+    // EfficientNet-Lite0's 14x14 and 7x7 blocks (fewer channels), then odd ones.
+    let square = |n, c, size, k, s, before, after| Geometry {
+        n,
+        c,
+        h: size,
+        w: size,
+        kh: k,
+        kw: k,
+        sh: s,
+        sw: s,
+        pad_top: before,
+        pad_left: before,
+        pad_bottom: after,
+        pad_right: after,
+    };
+    pair_vs_tract(&mut rng, 80, square(1, 96, 14, 3, 1, 1, 1));
+    pair_vs_tract(&mut rng, 112, square(1, 136, 14, 5, 2, 1, 2));
+    pair_vs_tract(&mut rng, 192, square(1, 200, 7, 5, 1, 2, 2));
+    pair_vs_tract(&mut rng, 33, square(2, 45, 9, 3, 2, 0, 1));
+    pair_vs_tract(&mut rng, 7, square(1, 17, 5, 5, 1, 2, 2));
+    // Past 16x16, where it gains: strided (several bands, rows parked in place), 28x28 stride 1.
+    pair_vs_tract(&mut rng, 16, square(1, 40, 34, 3, 2, 0, 1));
+    pair_vs_tract(&mut rng, 24, square(1, 48, 28, 5, 1, 2, 2));
+}
