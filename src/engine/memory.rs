@@ -100,21 +100,6 @@ pub fn populate_for_write(bytes: &mut [u8]) {
     let _ = bytes;
 }
 
-/// `len` zeros, their pages mapped in one system call ([`populate_for_write`]): for weights
-/// about to be packed into fresh memory at load, which would otherwise fault one page at a time.
-pub fn zeroed_resident(len: usize) -> Vec<f32> {
-    let mut values = vec![0f32; len];
-    // Safety: the bytes of live, initialised f32s; any byte pattern is a valid f32.
-    let bytes = unsafe {
-        std::slice::from_raw_parts_mut(
-            values.as_mut_ptr().cast::<u8>(),
-            std::mem::size_of_val(&values[..]),
-        )
-    };
-    populate_for_write(bytes);
-    values
-}
-
 /// Returns the free memory inside the allocator's arenas to the kernel (glibc's
 /// `malloc_trim`; a no-op elsewhere).
 pub fn trim_heap() {
@@ -209,9 +194,5 @@ mod tests {
             .enumerate()
             .for_each(|(i, b)| *b = (i % 7) as u8);
         assert!(fresh.iter().enumerate().all(|(i, &b)| b == (i % 7) as u8));
-        let mut zeros = zeroed_resident(100_003);
-        assert!(zeros.iter().all(|&z| z == 0.0));
-        zeros[100_002] = 1.5;
-        assert_eq!(zeros.iter().sum::<f32>(), 1.5);
     }
 }

@@ -139,7 +139,7 @@ impl FastConv {
 /// to whole blocks of `rows`.
 fn pack(cout: usize, k: usize, rows: usize, kernel: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let blocks = cout.div_ceil(rows);
-    let mut packed = crate::engine::memory::zeroed_resident(blocks * k * rows);
+    let mut packed = vec![0f32; blocks * k * rows];
     let mut padded_bias = vec![0f32; blocks * rows];
     for co in 0..cout {
         let (b, j) = (co / rows, co % rows);

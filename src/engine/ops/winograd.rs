@@ -87,7 +87,7 @@ impl WinogradWeights {
         assert_eq!(kernel.len(), cout * cin * 9);
         let a = tile.alpha();
         let groups = cout.div_ceil(MR);
-        let mut packed = crate::engine::memory::zeroed_resident(a * a * groups * cin * MR);
+        let mut packed = vec![0f32; a * a * groups * cin * MR];
         let args = (cin, cout, kernel, &mut packed[..]);
         // The same arithmetic (no fused multiply-adds) on 8-lane vectors where the CPU has them.
         #[cfg(target_arch = "x86_64")]
