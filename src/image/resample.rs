@@ -14,6 +14,8 @@
 //! adds in any order end at the true sum, which fits. Without AVX-512 the vertical pass is the
 //! scalar loop compiled once more for AVX2, which the compiler vectorises 8 lanes wide.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use super::RgbPixels;
 
 /// Fixed-point precision of Pillow's 8-bit resampling (`32 - 8 - 2`).
@@ -139,6 +141,30 @@ pub fn resize(image: &RgbPixels, width: usize, height: usize, filter: Filter) ->
     }
 }
 
+/// What [`force_isa_for_benchmarks`] set: 0 for the best this CPU runs.
+static FORCED_ISA: AtomicU8 = AtomicU8::new(0);
+const FORCED_PORTABLE: u8 = 1;
+#[cfg(target_arch = "x86_64")]
+const FORCED_AVX2: u8 = 2;
+
+/// For benchmarks (`examples/engine_bench.rs --resize`): every later resize of this process
+/// runs on `isa` (`"portable"`, `"avx2"`, or `"best"` to undo), so a CPU with AVX-512 can time
+/// the code an AVX2-only one runs. The bytes computed are the same on every instruction set
+/// (the tests check it). Returns false, changing nothing, for an instruction set this CPU
+/// lacks or a name it does not know.
+#[doc(hidden)]
+pub fn force_isa_for_benchmarks(isa: &str) -> bool {
+    let forced = match isa {
+        "best" => 0,
+        "portable" => FORCED_PORTABLE,
+        #[cfg(target_arch = "x86_64")]
+        "avx2" if std::arch::is_x86_feature_detected!("avx2") => FORCED_AVX2,
+        _ => return false,
+    };
+    FORCED_ISA.store(forced, Ordering::Relaxed);
+    true
+}
+
 /// The instruction sets a pass can run on; every one computes the same bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Isa {
@@ -169,6 +195,12 @@ impl Isa {
     }
 
     fn best() -> Isa {
+        match FORCED_ISA.load(Ordering::Relaxed) {
+            FORCED_PORTABLE => return Isa::Portable,
+            #[cfg(target_arch = "x86_64")]
+            FORCED_AVX2 => return Isa::Avx2,
+            _ => {}
+        }
         #[cfg(target_arch = "x86_64")]
         {
             if x86::avx512::detected() {
@@ -995,6 +1027,27 @@ mod tests {
                 "{isa:?} vertical {w}x{h} -> {oh} {filter:?}"
             );
         }
+    }
+
+    /// The benchmarks' switch picks the pass the public `resize` runs, which computes the same
+    /// bytes; an unknown name changes nothing; "best" undoes it.
+    #[test]
+    fn forcing_an_isa_for_benchmarks_changes_the_code_not_the_bytes() {
+        let image = gradient(97, 61);
+        let want = resize(&image, 40, 33, Filter::Bilinear);
+        assert!(!force_isa_for_benchmarks("sse9"));
+        assert_eq!(Isa::best(), Isa::available().pop().unwrap());
+        assert!(force_isa_for_benchmarks("portable"));
+        assert_eq!(Isa::best(), Isa::Portable);
+        assert_eq!(resize(&image, 40, 33, Filter::Bilinear), want);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            assert!(force_isa_for_benchmarks("avx2"));
+            assert_eq!(Isa::best(), Isa::Avx2);
+            assert_eq!(resize(&image, 40, 33, Filter::Bilinear), want);
+        }
+        assert!(force_isa_for_benchmarks("best"));
+        assert_eq!(Isa::best(), Isa::available().pop().unwrap());
     }
 
     #[test]
