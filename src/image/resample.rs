@@ -413,7 +413,8 @@ mod x86 {
 
     /// The horizontal pass over rows `first_row..last_row` of `image` into `out` (`taps.len()`
     /// RGB pixels per row), equal to [`super::horizontal_portable`] byte for byte. Rows go in
-    /// pairs, which share each weight load and the final reduction. A pixel whose vector loads
+    /// fours, which share each weight load (12 MP: 6.5-6.8 -> 5.5-5.6 ms against pairs), then
+    /// in pairs, which share the final reduction. A pixel whose vector loads
     /// would run past the end of the image (the last pixels of the last row) is computed by the
     /// scalar code.
     ///
@@ -432,6 +433,28 @@ mod x86 {
         let out_stride = taps.len() * 3;
         assert_eq!(out.len(), out_stride * (last_row - first_row));
         assert_eq!(plan.chunks.len(), taps.len());
+        // Four rows at a time while four remain (they share each weight load), then pairs.
+        let quads = (last_row - first_row) / 4;
+        let (quad_out, out) = out.split_at_mut(quads * 4 * out_stride);
+        for (quad, out_rows) in quad_out.chunks_mut(4 * out_stride).enumerate() {
+            let y = first_row + 4 * quad;
+            let rows: [&[u8]; 4] = std::array::from_fn(|i| &image.data[(y + i) * stride..]);
+            let (out_ab, out_cd) = out_rows.split_at_mut(2 * out_stride);
+            let (out_a, out_b) = out_ab.split_at_mut(out_stride);
+            let (out_c, out_d) = out_cd.split_at_mut(out_stride);
+            for (x, tap) in taps.iter().enumerate() {
+                let px = if tap.start * 3 + plan.read_len[x] <= rows[3].len() {
+                    pixel_quad(rows, tap, plan, x)
+                } else {
+                    rows.map(|row| pixel(row, tap, plan, x))
+                };
+                out_a[3 * x..3 * x + 3].copy_from_slice(&px[0]);
+                out_b[3 * x..3 * x + 3].copy_from_slice(&px[1]);
+                out_c[3 * x..3 * x + 3].copy_from_slice(&px[2]);
+                out_d[3 * x..3 * x + 3].copy_from_slice(&px[3]);
+            }
+        }
+        let first_row = first_row + 4 * quads;
         for (pair, out_rows) in out.chunks_mut(2 * out_stride).enumerate() {
             let y = first_row + 2 * pair;
             let row_a = &image.data[y * stride..];
@@ -531,6 +554,47 @@ mod x86 {
         let hi = _mm256_add_epi32(hi, _mm256_permute2x128_si256::<0x01>(hi, hi));
         let lo = _mm256_add_epi32(lo, _mm256_permute2x128_si256::<0x01>(lo, lo));
         rgb(_mm256_castsi256_si128(finish(hi, lo)))
+    }
+
+    /// Output pixel `x` of four rows at once (every row's loads must stay inside the image):
+    /// [`pixel_pair`] twice over, with each weight vector loaded once for the four.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn pixel_quad(rows: [&[u8]; 4], tap: &Taps, plan: &SplitTaps, x: usize) -> [[u8; 3]; 4] {
+        let start = tap.start * 3;
+        let (first, n) = plan.chunks[x];
+        let weights = plan.weights.as_ptr().add(first as usize) as *const __m256i;
+        let shuffle = shuffle();
+        let mut src = rows.map(|row| row.as_ptr().add(start));
+        let mut hi = [_mm256_setzero_si256(); 4];
+        let mut lo = [_mm256_setzero_si256(); 4];
+        for c in 0..n as usize {
+            let w_hi = _mm256_loadu_si256(weights.add(2 * c));
+            let w_lo = _mm256_loadu_si256(weights.add(2 * c + 1));
+            for r in 0..4 {
+                let p = load_pixels(src[r], shuffle);
+                hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(p, w_hi));
+                lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(p, w_lo));
+                src[r] = src[r].add(12);
+            }
+        }
+        let mut out = [[0u8; 3]; 4];
+        for half in 0..2 {
+            let (a, b) = (2 * half, 2 * half + 1);
+            // Low half: row a's taps 0-1 + 2-3; high half: row b's.
+            let h = _mm256_add_epi32(
+                _mm256_permute2x128_si256::<0x20>(hi[a], hi[b]),
+                _mm256_permute2x128_si256::<0x31>(hi[a], hi[b]),
+            );
+            let l = _mm256_add_epi32(
+                _mm256_permute2x128_si256::<0x20>(lo[a], lo[b]),
+                _mm256_permute2x128_si256::<0x31>(lo[a], lo[b]),
+            );
+            let v = finish(h, l);
+            out[a] = rgb(_mm256_castsi256_si128(v));
+            out[b] = rgb(_mm256_extracti128_si256::<1>(v));
+        }
+        out
     }
 
     /// Output pixel `x` of two rows at once (both rows' loads must stay inside the image).
