@@ -331,7 +331,18 @@ fn print_profiles(before: &[(String, String, f64)], after: &[(String, String, f6
                 .iter()
                 .find(|(n, op, _)| n == name && op == "FastDepthwise")
                 .map(|(_, _, t)| format!("{t:.3}"))
-                .unwrap_or_else(|| "(tract)".into());
+                .unwrap_or_else(|| {
+                    // Not a node of its own: still tract's, or fused with the 1x1 before it.
+                    let left_to_tract = after
+                        .iter()
+                        .any(|(n, op, _)| n == name && op == "DepthWiseConv");
+                    if left_to_tract {
+                        "(tract)"
+                    } else {
+                        "(fused with its expansion)"
+                    }
+                    .into()
+                });
             println!("| {name} | {t:.3} | {ours} |");
         }
     }
