@@ -25,8 +25,8 @@ pub(crate) fn spawn_loader(state: Arc<State>, pools: Arc<Pools>, exec: Instant) 
             // Each model that serves requests naming none is warmed up on every worker as soon
             // as it is loaded, while the others still load. The rest warm up on their first
             // requests: warming ResNet18 too cost each worker a 25-30 ms run before ready (on
-            // two cores, a third of the start-up), for first runs measured only 5-15% slower
-            // than warm ones.
+            // two cores, a third of the start-up), for first runs measured only 0-15% slower
+            // than its median.
             let loaded = |model: &Model, by_default: bool| {
                 if warm_up && by_default {
                     let start = Instant::now();
