@@ -730,36 +730,7 @@ unsafe fn block_portable(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::ops::testing::Rng;
-
-    /// A 1x1 convolution straight from the definition, in f64, clamped.
-    fn pointwise_reference(
-        g: &Geometry,
-        cout: usize,
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        clip: Option<Clip>,
-    ) -> Vec<f32> {
-        let p = g.h * g.w;
-        let mut out = vec![0f32; g.n * cout * p];
-        for n in 0..g.n {
-            for co in 0..cout {
-                for px in 0..p {
-                    let mut acc = b[co] as f64;
-                    for ci in 0..g.c {
-                        acc += w[co * g.c + ci] as f64 * x[(n * g.c + ci) * p + px] as f64;
-                    }
-                    let mut v = acc as f32;
-                    if let Some(c) = clip {
-                        v = v.max(c.lo()).min(c.hi());
-                    }
-                    out[(n * cout + co) * p + px] = v;
-                }
-            }
-        }
-        out
-    }
+    use crate::engine::ops::testing::{pointwise_reference, Rng};
 
     #[test]
     fn weights_are_held_in_one_layout_and_unpack_to_the_kernel() {

@@ -169,11 +169,10 @@ pub fn fused(
 #[cfg(test)]
 mod tests {
     use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
-    use tract_onnx::tract_core::ops::math::{max, min};
     use tract_onnx::tract_core::ops::nn::DataFormat;
 
     use super::*;
-    use crate::engine::ops::testing::{pool_spec, Rng};
+    use crate::engine::ops::testing::{pool_spec, relu6, Rng};
     use crate::engine::ops::Geometry;
     use crate::engine::rewrite::{rewrite_optimized, rewrite_typed};
 
@@ -185,21 +184,6 @@ mod tests {
             group,
             q_params: None,
         }
-    }
-
-    fn relu6(model: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
-        let zero = model
-            .add_const(format!("{name}.0"), tensor4(&[[[[0f32]]]]))
-            .unwrap();
-        let six = model
-            .add_const(format!("{name}.6"), tensor4(&[[[[6f32]]]]))
-            .unwrap();
-        let x = model
-            .wire_node(format!("{name}.max"), max(), &[x, zero])
-            .unwrap()[0];
-        model
-            .wire_node(format!("{name}.min"), min(), &[x, six])
-            .unwrap()[0]
     }
 
     /// `x -> 1x1 conv (cin -> g.c) (-> ReLU6) -> depthwise g (-> ReLU6)` on a plane past the

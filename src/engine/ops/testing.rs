@@ -1,8 +1,9 @@
 //! Test helpers shared by the ops' and the rewrite's unit tests: deterministic random data,
 //! random geometries, and the definitions (in f64) the kernels are checked against.
 
-use tract_onnx::prelude::tvec;
+use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::math::{max, min};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::{Clip, Geometry};
@@ -121,4 +122,49 @@ pub(crate) fn pool_spec(g: &Geometry, format: DataFormat, cin: usize, cout: usiz
         input_channels: cin,
         output_channels: cout,
     }
+}
+
+/// A 1x1 convolution straight from the definition, in f64, rounded to f32 and clamped.
+pub(crate) fn pointwise_reference(
+    g: &Geometry,
+    cout: usize,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    clip: Option<Clip>,
+) -> Vec<f32> {
+    let p = g.h * g.w;
+    let mut out = vec![0f32; g.n * cout * p];
+    for n in 0..g.n {
+        for co in 0..cout {
+            for px in 0..p {
+                let mut acc = b[co] as f64;
+                for ci in 0..g.c {
+                    acc += w[co * g.c + ci] as f64 * x[(n * g.c + ci) * p + px] as f64;
+                }
+                let mut v = acc as f32;
+                if let Some(c) = clip {
+                    v = v.max(c.lo()).min(c.hi());
+                }
+                out[(n * cout + co) * p + px] = v;
+            }
+        }
+    }
+    out
+}
+
+/// Wires `min(max(x, 0), 6)` after `x` in `model`, as an ONNX ReLU6 (`Clip`) reaches tract.
+pub(crate) fn relu6(model: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
+    let zero = model
+        .add_const(format!("{name}.0"), tensor4(&[[[[0f32]]]]))
+        .unwrap();
+    let six = model
+        .add_const(format!("{name}.6"), tensor4(&[[[[6f32]]]]))
+        .unwrap();
+    let x = model
+        .wire_node(format!("{name}.max"), max(), &[x, zero])
+        .unwrap()[0];
+    model
+        .wire_node(format!("{name}.min"), min(), &[x, six])
+        .unwrap()[0]
 }

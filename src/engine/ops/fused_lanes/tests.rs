@@ -1,40 +1,10 @@
 use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
-use tract_onnx::tract_core::ops::math::{max, min};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::*;
-use crate::engine::ops::testing::{pool_spec, reference, Rng};
+use crate::engine::ops::testing::{pointwise_reference, pool_spec, reference, relu6, Rng};
 use crate::engine::ops::Clip;
 use crate::engine::rewrite::{rewrite_optimized, rewrite_typed};
-
-/// A 1x1 convolution straight from the definition, in f64, rounded to f32 and clamped.
-fn pointwise_reference(
-    g: &Geometry,
-    cout: usize,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    clip: Option<Clip>,
-) -> Vec<f32> {
-    let p = g.h * g.w;
-    let mut out = vec![0f32; g.n * cout * p];
-    for n in 0..g.n {
-        for co in 0..cout {
-            for px in 0..p {
-                let mut acc = b[co] as f64;
-                for ci in 0..g.c {
-                    acc += w[co * g.c + ci] as f64 * x[(n * g.c + ci) * p + px] as f64;
-                }
-                let mut v = acc as f32;
-                if let Some(c) = clip {
-                    v = v.max(c.lo()).min(c.hi());
-                }
-                out[(n * cout + co) * p + px] = v;
-            }
-        }
-    }
-    out
-}
 
 /// Within `tol` (relative, absolute below 1).
 fn check(got: &[f32], want: &[f32], tol: f32, what: &str) {
@@ -115,21 +85,6 @@ fn fused_lanes_matches_definition_on_random_shapes() {
     if Isa::detect() == Isa::Avx512 {
         assert!(fused_cases >= 60);
     }
-}
-
-fn relu6(model: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
-    let zero = model
-        .add_const(format!("{name}.0"), tensor4(&[[[[0f32]]]]))
-        .unwrap();
-    let six = model
-        .add_const(format!("{name}.6"), tensor4(&[[[[6f32]]]]))
-        .unwrap();
-    let x = model
-        .wire_node(format!("{name}.max"), max(), &[x, zero])
-        .unwrap()[0];
-    model
-        .wire_node(format!("{name}.min"), min(), &[x, six])
-        .unwrap()[0]
 }
 
 /// `x -> 1x1 conv -> ReLU6 -> depthwise g -> ReLU6` as tract's `Conv` ops:
