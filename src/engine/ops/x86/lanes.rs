@@ -79,6 +79,34 @@ struct Run {
     h: usize,
 }
 
+/// The `N` sums of a run, clamped to `lo..=hi` when `CLIP`, stored at the run's pixels.
+///
+/// # Safety
+/// AVX-512F; the run's `N` pixels of 16 lanes lie inside `out`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_run<const N: usize, const CLIP: bool>(
+    g: &LaneGeometry,
+    at: &Run,
+    acc: &[__m512; N],
+    lo: f32,
+    hi: f32,
+    out: *mut f32,
+) {
+    unsafe {
+        let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        let dst = out.add((at.oy * g.ow + at.ox) * CT + at.h);
+        for (q, &sum) in acc.iter().enumerate() {
+            let v = if CLIP {
+                _mm512_min_ps(_mm512_max_ps(sum, lov), hiv)
+            } else {
+                sum
+            };
+            _mm512_storeu_ps(dst.add(q * CT), v);
+        }
+    }
+}
+
 /// `N` output pixels of one row, 16 channels: per tap one weight load and `N` FMAs.
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -108,15 +136,7 @@ unsafe fn run_lanes<const N: usize, const CLIP: bool>(
                 }
             }
         }
-        let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-        let dst = out.add((at.oy * g.ow + at.ox) * CT + at.h);
-        for q in 0..N {
-            let mut v = acc[q];
-            if CLIP {
-                v = _mm512_min_ps(_mm512_max_ps(v, lov), hiv);
-            }
-            _mm512_storeu_ps(dst.add(q * CT), v);
-        }
+        store_run::<N, CLIP>(g, at, &acc, lo, hi, out);
     }
 }
 
@@ -157,15 +177,7 @@ unsafe fn run_lanes_s1<const N: usize, const KW: usize, const CLIP: bool>(
                 }
             }
         }
-        let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-        let dst = out.add((at.oy * g.ow + at.ox) * CT + at.h);
-        for q in 0..N {
-            let mut v = acc[q];
-            if CLIP {
-                v = _mm512_min_ps(_mm512_max_ps(v, lov), hiv);
-            }
-            _mm512_storeu_ps(dst.add(q * CT), v);
-        }
+        store_run::<N, CLIP>(g, at, &acc, lo, hi, out);
     }
 }
 
@@ -193,14 +205,6 @@ unsafe fn run_lanes_s2<const N: usize, const KW: usize, const CLIP: bool>(
                 }
             }
         }
-        let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-        let dst = out.add((at.oy * g.ow + at.ox) * CT + at.h);
-        for q in 0..N {
-            let mut v = acc[q];
-            if CLIP {
-                v = _mm512_min_ps(_mm512_max_ps(v, lov), hiv);
-            }
-            _mm512_storeu_ps(dst.add(q * CT), v);
-        }
+        store_run::<N, CLIP>(g, at, &acc, lo, hi, out);
     }
 }
