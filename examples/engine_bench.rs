@@ -612,20 +612,7 @@ fn isa_bench() {
         let mut total = 0.0;
         let mut per_layer = vec![];
         for &(c, size, k, s, before, after) in &layers {
-            let g = Geometry {
-                n: 1,
-                c,
-                h: size,
-                w: size,
-                kh: k,
-                kw: k,
-                sh: s,
-                sw: s,
-                pad_top: before,
-                pad_left: before,
-                pad_bottom: after,
-                pad_right: after,
-            };
+            let g = Geometry::square(1, c, size, size, k, s, before).with_pad_after(after);
             let x: Vec<f32> = (0..c * size * size).map(|i| (i % 7) as f32 * 0.1).collect();
             let kernel: Vec<f32> = (0..c * k * k).map(|i| (i % 5) as f32 * 0.1).collect();
             let bias = vec![0.5; c];

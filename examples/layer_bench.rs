@@ -110,20 +110,7 @@ fn main() {
         if !name.contains(&filter) {
             continue;
         }
-        let g = Geometry {
-            n: 1,
-            c: cin,
-            h: size,
-            w: size,
-            kh: k,
-            kw: k,
-            sh: s,
-            sw: s,
-            pad_top: pt,
-            pad_left: pt,
-            pad_bottom: pb,
-            pad_right: pb,
-        };
+        let g = Geometry::square(1, cin, size, size, k, s, pt).with_pad_after(pb);
         let x = values(cin * size * size, 1);
         let (oh, ow) = (g.oh(), g.ow());
         let mut out = vec![0f32; cout * oh * ow];

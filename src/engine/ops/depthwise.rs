@@ -203,20 +203,7 @@ mod tests {
             (1152, 7, 3, 1, 1, 1),
         ];
         for (c, size, k, s, before, after) in layers {
-            let g = Geometry {
-                n: 1,
-                c,
-                h: size,
-                w: size,
-                kh: k,
-                kw: k,
-                sh: s,
-                sw: s,
-                pad_top: before,
-                pad_left: before,
-                pad_bottom: after,
-                pad_right: after,
-            };
+            let g = Geometry::square(1, c, size, size, k, s, before).with_pad_after(after);
             let x = rng.uniforms(-1.0, 1.0, g.c * g.h * g.w);
             let kernel = rng.uniforms(-1.0, 1.0, g.c * g.taps());
             let b = rng.uniforms(-1.0, 1.0, g.c);

@@ -172,7 +172,7 @@ mod tests {
     use tract_onnx::tract_core::ops::nn::DataFormat;
 
     use super::*;
-    use crate::engine::ops::testing::{pool_spec, relu6, Rng};
+    use crate::engine::ops::testing::{pool_spec, relu6, run_plan, Rng};
     use crate::engine::ops::Geometry;
     use crate::engine::rewrite::{rewrite_optimized, rewrite_typed};
 
@@ -243,15 +243,7 @@ mod tests {
             );
         }
         let input = Tensor::from_shape(&shape, &x).unwrap();
-        let run = |m: TypedModel| -> Vec<f32> {
-            let plan = m.into_runnable().unwrap();
-            plan.run(tvec!(input.clone().into_tvalue())).unwrap()[0]
-                .to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect()
-        };
+        let run = |m: TypedModel| run_plan(m, &input);
         let want = run(model.into_optimized().unwrap());
         let check = |got: &[f32], what: &str| {
             assert_eq!(got.len(), want.len());

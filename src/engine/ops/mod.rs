@@ -73,6 +73,16 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// This geometry with `after` zeros below and right instead of its own (the asymmetric
+    /// padding EfficientNet-Lite0's strided layers carry: one zero before, two after).
+    pub fn with_pad_after(self, after: usize) -> Geometry {
+        Geometry {
+            pad_bottom: after,
+            pad_right: after,
+            ..self
+        }
+    }
+
     /// A square `k x k` kernel with the same stride both ways and `pad` zeros on every side.
     pub fn square(
         n: usize,

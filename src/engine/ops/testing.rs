@@ -153,6 +153,17 @@ pub(crate) fn pointwise_reference(
     out
 }
 
+/// Runs `model` once on `input` and returns its first output's values.
+pub(crate) fn run_plan(model: TypedModel, input: &Tensor) -> Vec<f32> {
+    let plan = model.into_runnable().unwrap();
+    plan.run(tvec!(input.clone().into_tvalue())).unwrap()[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
+}
+
 /// Wires `min(max(x, 0), 6)` after `x` in `model`, as an ONNX ReLU6 (`Clip`) reaches tract.
 pub(crate) fn relu6(model: &mut TypedModel, name: &str, x: OutletId) -> OutletId {
     let zero = model

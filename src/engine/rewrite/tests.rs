@@ -8,7 +8,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::*;
 use crate::engine::ops::conv::dense;
-use crate::engine::ops::testing::{close, pool_spec, random_geometry, Rng};
+use crate::engine::ops::testing::{close, pool_spec, random_geometry, run_plan, Rng};
 use crate::engine::ops::winograd::winograd;
 use crate::engine::ops::{Geometry, Isa};
 
@@ -71,16 +71,7 @@ fn tract_vs_ours(g: &Geometry, fmt: DataFormat, relu6: bool, rng: &mut Rng) {
         names(&model)
     );
     let input = Tensor::from_shape(&x_shape, &x).unwrap();
-    let run = |m: TypedModel| -> Vec<f32> {
-        let plan = m.into_runnable().unwrap();
-        let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
-        out[0]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
-    };
+    let run = |m: TypedModel| run_plan(m, &input);
     let after = names(&ours);
     assert!(!after.iter().any(|n| n == "DepthWiseConv"), "{after:?}");
     // tract leaves Max and Min apart on some small tensors; only its chain is fused.
@@ -219,16 +210,7 @@ fn replaces_tract_maxpool() {
                 .collect::<Vec<_>>()
         );
         let input = Tensor::from_shape(&shape, &x).unwrap();
-        let run = |m: TypedModel| -> Vec<f32> {
-            let plan = m.into_runnable().unwrap();
-            let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
-            out[0]
-                .to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect()
-        };
+        let run = |m: TypedModel| run_plan(m, &input);
         assert_eq!(run(ours), run(model));
     }
 }
@@ -328,20 +310,8 @@ fn conv_vs_tract(
         .find_map(|n| n.op_as::<FastWinograd>())
         .cloned();
     let input = Tensor::from_shape(&[n, cin, h, w], &x).unwrap();
-    let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-    let want: Vec<f32> = plan.run(tvec!(input.clone().into_tvalue())).unwrap()[0]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect();
-    let plan = ours.into_optimized().unwrap().into_runnable().unwrap();
-    let got: Vec<f32> = plan.run(tvec!(input.into_tvalue())).unwrap()[0]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect();
+    let want = run_plan(model.into_optimized().unwrap(), &input);
+    let got = run_plan(ours.into_optimized().unwrap(), &input);
     let tol = 1e-5 * (cin * k.0 * k.1) as f32;
     let check = |got: &[f32], what: &str| {
         assert_eq!(got.len(), want.len());
@@ -451,20 +421,7 @@ fn winograd_matches_tract() {
 
 #[test]
 fn winograd_only_where_it_gains() {
-    let geo = |c: usize, hw: usize, s: usize| Geometry {
-        n: 1,
-        c,
-        h: hw,
-        w: hw,
-        kh: 3,
-        kw: 3,
-        sh: s,
-        sw: s,
-        pad_top: 1,
-        pad_left: 1,
-        pad_bottom: 1,
-        pad_right: 1,
-    };
+    let geo = |c: usize, hw: usize, s: usize| Geometry::square(1, c, hw, hw, 3, s, 1);
     assert_eq!(winograd_tile(&geo(64, 56, 1), 64), Some(Tile::F4));
     assert_eq!(winograd_tile(&geo(128, 28, 1), 128), Some(Tile::F4));
     assert_eq!(winograd_tile(&geo(256, 14, 1), 256), Some(Tile::F2));

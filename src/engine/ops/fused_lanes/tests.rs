@@ -2,7 +2,9 @@ use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::*;
-use crate::engine::ops::testing::{pointwise_reference, pool_spec, reference, relu6, Rng};
+use crate::engine::ops::testing::{
+    pointwise_reference, pool_spec, reference, relu6, run_plan, Rng,
+};
 use crate::engine::ops::Clip;
 use crate::engine::rewrite::{rewrite_optimized, rewrite_typed};
 
@@ -130,15 +132,7 @@ fn pair_vs_tract(rng: &mut Rng, cin: usize, g: Geometry) {
         assert_eq!(report.fused_lanes_pairs, 1, "{g:?}: {report:?} {names:?}");
     }
     let input = Tensor::from_shape(&shape, &x).unwrap();
-    let run = |m: TypedModel| -> Vec<f32> {
-        let plan = m.into_runnable().unwrap();
-        plan.run(tvec!(input.clone().into_tvalue())).unwrap()[0]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect()
-    };
+    let run = |m: TypedModel| run_plan(m, &input);
     let want = run(model.into_optimized().unwrap());
     check(&run(ours), &want, 1e-4, &format!("plan {g:?} cin {cin}"));
 }
@@ -147,19 +141,8 @@ fn pair_vs_tract(rng: &mut Rng, cin: usize, g: Geometry) {
 fn fused_lanes_pair_matches_tract() {
     let mut rng = Rng::new(0x1e_0f05e);
     // EfficientNet-Lite0's 14x14 and 7x7 blocks (fewer channels), then odd ones.
-    let square = |n, c, size, k, s, before, after| Geometry {
-        n,
-        c,
-        h: size,
-        w: size,
-        kh: k,
-        kw: k,
-        sh: s,
-        sw: s,
-        pad_top: before,
-        pad_left: before,
-        pad_bottom: after,
-        pad_right: after,
+    let square = |n, c, size, k, s, before, after| {
+        Geometry::square(n, c, size, size, k, s, before).with_pad_after(after)
     };
     pair_vs_tract(&mut rng, 80, square(1, 96, 14, 3, 1, 1, 1));
     pair_vs_tract(&mut rng, 112, square(1, 136, 14, 5, 2, 1, 2));
