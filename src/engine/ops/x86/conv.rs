@@ -189,6 +189,8 @@ pub(crate) unsafe fn pointwise_passes(
     let runs = seg_len.div_ceil(PT * (3 - halves));
     let (short, longer) = (seg_len / runs, seg_len % runs);
     let part = partial.as_mut_ptr();
+    // Only the two-vector FMAs share a broadcast.
+    let reg = halves == 2 && super::intel();
     let passes = k.div_ceil(KC);
     let per_pass = k.div_ceil(passes);
     unsafe {
@@ -211,10 +213,12 @@ pub(crate) unsafe fn pointwise_passes(
                     let park = part.add((seg * seg_pitch + at) * CT);
                     macro_rules! go {
                         ($h:literal, $($n:literal)*) => {
-                            match (n, clip) {
+                            match (n, clip, reg) {
                                 $(
-                                    ($n, true) => pointwise_px::<$n, $h, true>(&pass, bias, p0, lo, hi, park),
-                                    ($n, false) => pointwise_px::<$n, $h, false>(&pass, bias, p0, lo, hi, park),
+                                    ($n, true, false) => pointwise_px::<$n, $h, true, false>(&pass, bias, p0, lo, hi, park),
+                                    ($n, false, false) => pointwise_px::<$n, $h, false, false>(&pass, bias, p0, lo, hi, park),
+                                    ($n, true, true) => pointwise_px::<$n, $h, true, true>(&pass, bias, p0, lo, hi, park),
+                                    ($n, false, true) => pointwise_px::<$n, $h, false, true>(&pass, bias, p0, lo, hi, park),
                                 )*
                                 _ => unreachable!("a run of {n} pixels"),
                             }
@@ -323,7 +327,7 @@ struct Pass {
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn pointwise_px<const N: usize, const H: usize, const CLIP: bool>(
+unsafe fn pointwise_px<const N: usize, const H: usize, const CLIP: bool, const REG: bool>(
     pass: &Pass,
     bias: &[f32],
     p0: usize,
@@ -348,24 +352,42 @@ unsafe fn pointwise_px<const N: usize, const H: usize, const CLIP: bool>(
         for _ in 0..pass.kc {
             _mm_prefetch::<_MM_HINT_T0>(w.add(LANES_PREFETCH) as *const i8);
             let w0 = _mm512_loadu_ps(w);
-            // Each pixel's input as the broadcast operand of the FMAs (`{1to16}`), not
-            // broadcast once into a register: measured on Lite0's 7x7 layers (layer_bench),
-            // 192->1152 239 -> 217 us, 1152->320 364 -> 320 us, 320->1280 429 -> 380 us; the
-            // 14x14 ones unchanged. The compiler never folds a broadcast used twice.
+            // On AMD, each pixel's input as the broadcast operand of both FMAs (`{1to16}`),
+            // not broadcast once into a register: measured on Zen 4 on Lite0's 7x7 layers
+            // (layer_bench), 192->1152 239 -> 217 us, 1152->320 364 -> 320 us, 320->1280 429
+            // -> 380 us; the 14x14 ones unchanged. The compiler never folds a broadcast used
+            // twice. On Intel (`REG`), the other way round: two broadcast loads per pixel
+            // outrun its two vector load ports (an Emerald Rapids Xeon, family 6 model 207: whole
+            // Lite0 5.88 -> 5.65 ms, fastest of 200 runs, A/B alternating).
             if H == 2 {
                 let w1 = _mm512_loadu_ps(w.add(16));
                 for q in 0..N {
                     let xq = xp.add(q);
-                    std::arch::asm!(
-                        "vfmadd231ps {a}, {w}, dword ptr [{x}]{{1to16}}",
-                        "vfmadd231ps {b}, {v}, dword ptr [{x}]{{1to16}}",
-                        a = inout(zmm_reg) acc[0][q],
-                        b = inout(zmm_reg) acc[1][q],
-                        w = in(zmm_reg) w0,
-                        v = in(zmm_reg) w1,
-                        x = in(reg) xq,
-                        options(pure, readonly, nostack, preserves_flags),
-                    );
+                    if REG {
+                        std::arch::asm!(
+                            "vbroadcastss {t}, dword ptr [{x}]",
+                            "vfmadd231ps {a}, {w}, {t}",
+                            "vfmadd231ps {b}, {v}, {t}",
+                            a = inout(zmm_reg) acc[0][q],
+                            b = inout(zmm_reg) acc[1][q],
+                            w = in(zmm_reg) w0,
+                            v = in(zmm_reg) w1,
+                            x = in(reg) xq,
+                            t = out(zmm_reg) _,
+                            options(pure, readonly, nostack, preserves_flags),
+                        );
+                    } else {
+                        std::arch::asm!(
+                            "vfmadd231ps {a}, {w}, dword ptr [{x}]{{1to16}}",
+                            "vfmadd231ps {b}, {v}, dword ptr [{x}]{{1to16}}",
+                            a = inout(zmm_reg) acc[0][q],
+                            b = inout(zmm_reg) acc[1][q],
+                            w = in(zmm_reg) w0,
+                            v = in(zmm_reg) w1,
+                            x = in(reg) xq,
+                            options(pure, readonly, nostack, preserves_flags),
+                        );
+                    }
                 }
             } else {
                 for q in 0..N {
