@@ -45,10 +45,13 @@ fn count<O: Op>(model: &TypedModel) -> usize {
     model.nodes.iter().filter(|n| n.op_is::<O>()).count()
 }
 
-/// Our graph (the engine's steps) against tract's: logits, and how many nodes run our ops
-/// (direct dense, Winograd, depthwise, max-pool, fused dense + depthwise pairs on planes and
-/// channels in lanes).
-fn same_logits(name: &str, shape: &[usize]) -> (usize, usize, usize, usize, usize, usize) {
+/// How many nodes run our ops: direct dense, Winograd, depthwise, max-pool, fused dense +
+/// depthwise pairs on planes and channels in lanes, and of the latter those with the block's
+/// projection fused in, and with its residual `Add` too.
+type Counts = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+/// Our graph (the engine's steps) against tract's: logits, and the [`Counts`].
+fn same_logits(name: &str, shape: &[usize]) -> Counts {
     let typed = typed(name, shape);
     let plain = typed.clone().into_optimized().unwrap();
     let mut ours = typed;
@@ -71,19 +74,34 @@ fn same_logits(name: &str, shape: &[usize]) -> (usize, usize, usize, usize, usiz
         count::<FastMaxPool>(&ours),
         count::<FusedConvDepthwise>(&ours),
         count::<FusedLanesConvDepthwise>(&ours),
+        projections(&ours, false),
+        projections(&ours, true),
     )
+}
+
+/// Fused channels-in-lanes nodes holding a projection (`residual`: one with its skip
+/// connection).
+fn projections(model: &TypedModel, residual: bool) -> usize {
+    model
+        .nodes
+        .iter()
+        .filter_map(|n| n.op_as::<FusedLanesConvDepthwise>()?.project.as_ref())
+        .filter(|p| p.residual || !residual)
+        .count()
 }
 
 /// EfficientNet-Lite0's op counts: the expand and depthwise convolutions of the five blocks on
 /// planes past 16x16 (112x112 to 28x28) run as fused pairs; on AVX-512 (where 1x1 convolutions
 /// can run channels in lanes) so do the ten on 14x14 and 7x7, and all the large ones but the
-/// stride-1 pair on 56x56 run channels in lanes too: 18 dense, 1 depthwise (the first block has
-/// no expansion), 1 + 14 pairs. Elsewhere 28 dense, 11 depthwise and 5 pairs.
-fn lite0_counts() -> (usize, usize, usize, usize, usize, usize) {
+/// stride-1 pair on 56x56 run channels in lanes too, each with its block's projection and, in
+/// the 8 blocks of those 14 that keep their shape, the residual `Add`: 4 dense (stem, the first
+/// and third blocks' projections, head), 1 depthwise (the first block has no expansion), 1 +
+/// 14 pairs. Elsewhere 28 dense, 11 depthwise and 5 pairs.
+fn lite0_counts() -> Counts {
     if Isa::detect() == Isa::Avx512 {
-        (18, 0, 1, 0, 1, 14)
+        (4, 0, 1, 0, 1, 14, 14, 8)
     } else {
-        (28, 0, 11, 0, 5, 0)
+        (28, 0, 11, 0, 5, 0, 0, 0)
     }
 }
 
@@ -110,11 +128,11 @@ fn resnet18_runs_its_convolutions_and_max_pool_on_our_ops() {
     // three 3x3 stride-2 and three 1x1 downsampling convolutions stay direct.
     assert_eq!(
         same_logits("resnet18", &[1, 3, 224, 224]),
-        (7, 13, 0, 1, 0, 0)
+        (7, 13, 0, 1, 0, 0, 0, 0)
     );
     assert_eq!(
         same_logits("resnet18", &[2, 3, 224, 224]),
-        (7, 13, 0, 1, 0, 0)
+        (7, 13, 0, 1, 0, 0, 0, 0)
     );
 }
 

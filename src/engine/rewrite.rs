@@ -14,7 +14,9 @@
 //! (`OptMaxByScalar`) that is the only consumer of one of our convolutions is folded into it
 //! as a clamp (tract only forms those chains while optimising); then a [`FastDepthwise`] fed by a
 //! 1x1 [`FastConv`] becomes one [`FusedLanesConvDepthwise`] where that gains (AVX-512, constant
-//! depthwise weights), else one [`FusedConvDepthwise`]. Everything else stays with tract.
+//! depthwise weights), else one [`FusedConvDepthwise`]; a 1x1 [`FastConv`] after a
+//! [`FusedLanesConvDepthwise`] (the block's projection), with the residual `Add` after it, is
+//! folded into that op too. Everything else stays with tract.
 
 use std::sync::Arc;
 
@@ -59,6 +61,10 @@ pub struct OptimizedReport {
     /// [`FastConv`] + [`FastDepthwise`] pairs now running channels in lanes as one
     /// [`FusedLanesConvDepthwise`].
     pub fused_lanes_pairs: usize,
+    /// 1x1 [`FastConv`] projections fused into the [`FusedLanesConvDepthwise`] before them.
+    pub fused_projections: usize,
+    /// Of those, the ones whose residual `Add` (of the block's input) came along.
+    pub fused_residuals: usize,
 }
 
 /// Which of the engine's ops [`rewrite_typed_with`] may use.
@@ -258,6 +264,7 @@ pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport>
         report.fused_clips += 1;
     }
     (report.fused_pairs, report.fused_lanes_pairs) = fuse_conv_depthwise(model)?;
+    (report.fused_projections, report.fused_residuals) = fuse_projections(model)?;
     if report.maxpools + report.fused_clips + report.fused_pairs + report.fused_lanes_pairs > 0 {
         model.compact()?;
     }
@@ -309,6 +316,75 @@ fn fuse_conv_depthwise(model: &mut TypedModel) -> TractResult<(usize, usize)> {
         patch.apply(model)?;
     }
     Ok((fused, small))
+}
+
+/// Folds into each [`FusedLanesConvDepthwise`] the 1x1 [`FastConv`] that is its only consumer
+/// (an inverted-residual block's projection), and the `Add` of the block's input to the
+/// projection when that `Add` is the projection's only consumer; returns how many projections
+/// and how many of those with their `Add`.
+fn fuse_projections(model: &mut TypedModel) -> TractResult<(usize, usize)> {
+    let fused: Vec<usize> = model
+        .nodes
+        .iter()
+        .filter(|n| n.op_is::<FusedLanesConvDepthwise>())
+        .map(|n| n.id)
+        .collect();
+    let (mut projections, mut residuals) = (0, 0);
+    for id in fused {
+        let node = model.node(id);
+        let op = node.op_as::<FusedLanesConvDepthwise>().unwrap().clone();
+        if model.outputs.contains(&OutletId::new(id, 0)) {
+            continue;
+        }
+        let Some(succ) = model.single_succ(id)? else {
+            continue;
+        };
+        let Some(conv) = succ.op_as::<FastConv>() else {
+            continue;
+        };
+        let residual = residual_add(model, succ, node.inputs[0])?;
+        let Some(op) = op.with_projection(conv.clone(), residual.is_some()) else {
+            continue;
+        };
+        let conv_id = succ.id;
+        let last = residual.unwrap_or(conv_id);
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, node.inputs[0])?;
+        let wire = patch.wire_node(&node.name, op, &[x])?;
+        patch.shunt_outside(model, OutletId::new(last, 0), wire[0])?;
+        patch.obliterate(id)?;
+        patch.obliterate(conv_id)?;
+        if let Some(add) = residual {
+            patch.obliterate(add)?;
+        }
+        patch.apply(model)?;
+        projections += 1;
+        residuals += residual.is_some() as usize;
+    }
+    Ok((projections, residuals))
+}
+
+/// The `Add` node that is the only consumer of `conv`'s output and adds `input` to it (same
+/// shapes, no broadcasting), if there is one.
+fn residual_add(
+    model: &TypedModel,
+    conv: &TypedNode,
+    input: OutletId,
+) -> TractResult<Option<usize>> {
+    if model.outputs.contains(&OutletId::new(conv.id, 0)) {
+        return Ok(None);
+    }
+    let Some(add) = model.single_succ(conv.id)? else {
+        return Ok(None);
+    };
+    let conv_out = OutletId::new(conv.id, 0);
+    let operands = [add.inputs.first(), add.inputs.get(1)];
+    let adds_input = add.inputs.len() == 2
+        && (operands == [Some(&conv_out), Some(&input)]
+            || operands == [Some(&input), Some(&conv_out)]);
+    let same_shape = model.outlet_fact(input)?.shape == conv.outputs[0].fact.shape
+        && add.outputs[0].fact.shape == conv.outputs[0].fact.shape;
+    Ok((add.op().name() == "OptAddUnicast" && adds_input && same_shape).then_some(add.id))
 }
 
 /// The [`FusedLanesConvDepthwise`] for a 1x1 [`FastConv`] and the depthwise `node` on its

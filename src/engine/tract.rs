@@ -70,11 +70,13 @@ impl TractEngine {
         if options.rewrite {
             let report = rewrite::rewrite_optimized(&mut model).map_err(internal)?;
             log::debug!(
-                "engine rewrite: {} activations fused, {} max-pools, {} conv+depthwise pairs fused ({} channels in lanes)",
+                "engine rewrite: {} activations fused, {} max-pools, {} conv+depthwise pairs fused ({} channels in lanes, {} with their projection, {} with its residual add)",
                 report.fused_clips,
                 report.maxpools,
                 report.fused_pairs + report.fused_lanes_pairs,
-                report.fused_lanes_pairs
+                report.fused_lanes_pairs,
+                report.fused_projections,
+                report.fused_residuals
             );
         }
         let run_options = RunOptions {

@@ -18,6 +18,7 @@ use tract_onnx::tract_core::internal::*;
 use super::aligned::AlignedBuf;
 use super::conv::{dense, pointwise_small_fits, FastConv, CT};
 use super::depthwise::{depthwise, FastDepthwise};
+use super::projection::Projection;
 use super::{eval_f32, f32_output_facts, Geometry, Isa};
 
 /// The depthwise geometry as the lane kernel reads it: the padded row width and the output.
@@ -111,11 +112,19 @@ pub struct FusedLanesConvDepthwise {
     /// The depthwise convolution on its output, its clamp included.
     pub dw: FastDepthwise,
     weights: Arc<LaneDepthwiseWeights>,
+    /// The 1x1 projection on the depthwise output (and the skip connection after it), when
+    /// fused too ([`FusedLanesConvDepthwise::with_projection`]): the op's output is then the
+    /// projection's.
+    pub project: Option<Projection>,
 }
 
 impl std::fmt::Debug for FusedLanesConvDepthwise {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FusedLanesConvDepthwise({:?}, {:?})", self.conv, self.dw)
+        write!(f, "FusedLanesConvDepthwise({:?}, {:?}", self.conv, self.dw)?;
+        if let Some(p) = &self.project {
+            write!(f, ", {p:?}")?;
+        }
+        write!(f, ")")
     }
 }
 
@@ -123,6 +132,7 @@ impl PartialEq for FusedLanesConvDepthwise {
     fn eq(&self, other: &Self) -> bool {
         self.conv == other.conv
             && self.dw == other.dw
+            && self.project == other.project
             && (Arc::ptr_eq(&self.weights, &other.weights) || self.weights == other.weights)
     }
 }
@@ -133,6 +143,7 @@ impl std::hash::Hash for FusedLanesConvDepthwise {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.conv.hash(state);
         self.dw.hash(state);
+        self.project.hash(state);
     }
 }
 
@@ -167,7 +178,38 @@ impl FusedLanesConvDepthwise {
             return None;
         }
         let weights = Arc::new(LaneDepthwiseWeights::new(g.c, g.taps(), kernel, bias));
-        Some(FusedLanesConvDepthwise { conv, dw, weights })
+        Some(FusedLanesConvDepthwise {
+            conv,
+            dw,
+            weights,
+            project: None,
+        })
+    }
+
+    /// This op with the 1x1 convolution `conv` on its output fused in (and, with `residual`,
+    /// the addition of the op's input to the result), if `conv` is a pointwise convolution
+    /// of the depthwise output and the shapes agree.
+    pub fn with_projection(
+        self,
+        conv: FastConv,
+        residual: bool,
+    ) -> Option<FusedLanesConvDepthwise> {
+        if self.project.is_some() {
+            return None;
+        }
+        let project = Projection::new(conv, &self.dw.geo, &self.conv.shapes().0, residual)?;
+        Some(FusedLanesConvDepthwise {
+            project: Some(project),
+            ..self
+        })
+    }
+
+    /// The op's output shape: the projection's when fused, else the depthwise step's.
+    pub fn output_shape(&self) -> TVec<usize> {
+        match &self.project {
+            Some(p) => p.conv.shapes().1,
+            None => self.dw.output_shape(),
+        }
     }
 }
 
@@ -179,6 +221,12 @@ impl Op for FusedLanesConvDepthwise {
     fn info(&self) -> TractResult<Vec<String>> {
         let mut info = self.conv.info()?;
         info.extend(self.dw.info()?);
+        if let Some(p) = &self.project {
+            info.extend(p.conv.info()?);
+            if p.residual {
+                info.push("+ input".into());
+            }
+        }
         Ok(info)
     }
 
@@ -195,7 +243,7 @@ impl EvalOp for FusedLanesConvDepthwise {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
         let input_shape = self.conv.shapes().0;
-        let output_shape = self.dw.output_shape();
+        let output_shape = self.output_shape();
         eval_f32(
             "FusedLanesConvDepthwise",
             &x,
@@ -208,7 +256,7 @@ impl EvalOp for FusedLanesConvDepthwise {
 
 impl TypedOp for FusedLanesConvDepthwise {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        f32_output_facts(inputs, 1, &self.conv.shapes().0, &self.dw.output_shape())
+        f32_output_facts(inputs, 1, &self.conv.shapes().0, &self.output_shape())
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -216,15 +264,20 @@ impl TypedOp for FusedLanesConvDepthwise {
         let g = &self.dw.geo;
         let fma = g.n * g.c * g.oh() * g.ow() * g.taps();
         cost.push((Cost::FMA(f32::datum_type()), fma.into()));
+        if let Some(p) = &self.project {
+            let facts =
+                f32_output_facts(inputs, 1, &self.conv.shapes().0, &self.dw.output_shape())?;
+            cost.extend(p.conv.cost(&[&facts[0]])?);
+        }
         Ok(cost)
     }
 
     as_op!();
 }
 
-/// The fused convolutions of `x` (`n * cin * h * w`) into `out` (the depthwise output): on
-/// AVX-512 tile by tile, the tiles split across tract's current executor; on other instruction
-/// sets the two ops one after the other.
+/// The fused convolutions of `x` (`n * cin * h * w`) into `out` (the op's output): on AVX-512
+/// tile by tile, the tiles split across tract's current executor; on other instruction sets
+/// the ops one after the other.
 pub fn fused_lanes(
     op: &FusedLanesConvDepthwise,
     x: &[f32],
@@ -233,7 +286,7 @@ pub fn fused_lanes(
 ) -> TractResult<()> {
     let g = op.dw.geo;
     assert_eq!(x.len(), g.n * op.conv.geo.c * g.h * g.w);
-    assert_eq!(out.len(), g.n * g.c * g.oh() * g.ow());
+    assert_eq!(out.len(), op.output_shape().iter().product::<usize>());
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         return tiles_avx512(op, x, out);
@@ -241,7 +294,16 @@ pub fn fused_lanes(
     let mut expanded = vec![0f32; g.n * g.c * g.h * g.w];
     dense(&op.conv, x, isa, &mut expanded);
     let (kernel, bias) = op.weights.unpacked(g.c, g.taps());
-    depthwise(&g, &expanded, &kernel, &bias, op.dw.clip, isa, out);
+    let Some(project) = &op.project else {
+        depthwise(&g, &expanded, &kernel, &bias, op.dw.clip, isa, out);
+        return Ok(());
+    };
+    let mut dw_out = vec![0f32; g.n * g.c * g.oh() * g.ow()];
+    depthwise(&g, &expanded, &kernel, &bias, op.dw.clip, isa, &mut dw_out);
+    dense(&project.conv, &dw_out, isa, out);
+    if project.residual {
+        out.iter_mut().zip(x).for_each(|(o, x)| *o += x);
+    }
     Ok(())
 }
 
@@ -270,16 +332,40 @@ fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
     let taps = g.taps();
     let tiles = g.c.div_ceil(CT);
     let band = (BAND_PIXELS / lg.ow).clamp(1, lg.oh);
+    let tiled_output = op.project.is_some();
     // Padded rows one band reads.
     let cap = (band - 1) * g.sh + g.kh;
     let pitch = lg.wp * CT;
     let work = g.c * plane * cin + g.c * out_plane * taps;
+    // With a projection, the depthwise output stays in tiles (`[tiles][out_plane][CT]`) for
+    // it; without, it is transposed into the output's planes.
+    let mut tiled_tensor = match &op.project {
+        // Safety: the depthwise step writes the lanes of every valid channel before the
+        // projection reads them; the lanes past `g.c` are never read.
+        Some(_) => {
+            Some(unsafe { Tensor::uninitialized_aligned::<f32>(&[tiles * out_plane * CT], 64)? })
+        }
+        None => None,
+    };
+    let tiled_len = tiles * out_plane * CT;
+    let tiled = match tiled_tensor.as_mut() {
+        Some(t) => Some(
+            t.try_as_plain_ram_mut()?
+                .as_slice_mut::<f32>()?
+                .as_mut_ptr() as usize,
+        ),
+        None => None,
+    };
+    let out_len = op.output_shape()[1..].iter().product::<usize>();
     for n in 0..g.n {
         let xn = x[n * cin * plane..][..cin * plane].as_ptr() as usize;
-        let on = out[n * g.c * out_plane..][..g.c * out_plane].as_mut_ptr() as usize;
+        let on = match tiled {
+            Some(t) => t,
+            None => out[n * out_len..][..out_len].as_mut_ptr() as usize,
+        };
         tract_linalg::multithread::par_chunks_mut(&mut vec![(); tiles], 1, work, |first, ts| {
-            // The band's depthwise output, pixel-major.
-            let mut partial = AlignedBuf::zeros(band * lg.ow * CT);
+            // The band's depthwise output, pixel-major (unused when it goes to the tiles).
+            let mut partial = AlignedBuf::zeros(if tiled_output { 0 } else { band * lg.ow * CT });
             let partial = partial.as_mut_slice();
             // The left and right borders stay zero: rows are filled in their interior, zeroed
             // whole, or moved whole.
@@ -320,7 +406,9 @@ fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
                                 (xn as *const f32).add(y0 * g.w),
                                 count * g.w,
                                 cin,
-                                plane,
+                                xconv::Input::Planes {
+                                    channel_stride: plane,
+                                },
                                 halves,
                                 conv_weights,
                                 &conv_bias[t * CT..][..CT],
@@ -338,9 +426,13 @@ fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
                         oh: oy1 - oy0,
                         ..lg
                     };
-                    let dst = partial.as_mut_ptr();
-                    // Safety: as above; the band's outputs fit `partial`; tile `t` writes only
-                    // its own channels' planes.
+                    let dst = if tiled_output {
+                        (on as *mut f32).wrapping_add((t * out_plane + oy0 * lg.ow) * CT)
+                    } else {
+                        partial.as_mut_ptr()
+                    };
+                    // Safety: as above; the band's outputs fit `partial` or its rows of the
+                    // tile; tile `t` writes only its own channels.
                     unsafe {
                         if op.dw.clip.is_some() {
                             lanes::depthwise_lanes::<true>(
@@ -365,18 +457,30 @@ fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
                                 dst,
                             )
                         }
-                        xconv::partial_to_planes(
-                            partial.as_ptr(),
-                            (oy1 - oy0) * lg.ow,
-                            valid,
-                            (on as *mut f32).add(t * CT * out_plane + oy0 * lg.ow),
-                            out_plane,
-                        );
+                        if !tiled_output {
+                            xconv::partial_to_planes(
+                                partial.as_ptr(),
+                                (oy1 - oy0) * lg.ow,
+                                valid,
+                                (on as *mut f32).add(t * CT * out_plane + oy0 * lg.ow),
+                                out_plane,
+                                None,
+                            );
+                        }
                     }
                 }
             }
             Ok(())
         })?;
+        if let (Some(project), Some(t)) = (&op.project, tiled) {
+            let skip = project
+                .residual
+                .then(|| &x[n * cin * plane..][..cin * plane]);
+            // Safety: the tensor behind `t` holds `tiled_len` floats and lives to the end of
+            // the function; the tiles above wrote every lane the projection reads.
+            let t = unsafe { std::slice::from_raw_parts(t as *const f32, tiled_len) };
+            super::projection::project_tiles(project, t, skip, &mut out[n * out_len..][..out_len])?;
+        }
     }
     Ok(())
 }

@@ -11,6 +11,8 @@
 //!   block so the intermediate planes stay in cache;
 //! - [`fused_lanes`]: the same pair channels in the vector lanes throughout (AVX-512; small
 //!   planes and the larger ones where it gains);
+//! - [`projection`]: the 1x1 projection closing an inverted-residual block (and its skip
+//!   connection), fused into [`fused_lanes`] so the depthwise output stays in lanes;
 //! - [`planes`]: the phase-plane machinery (padding, strides, the per-plane loop) and the
 //!   portable kernels; [`x86`] the AVX-512F and AVX2+FMA kernels, chosen at run time ([`Isa`]).
 //!
@@ -27,6 +29,7 @@ pub mod fused;
 pub mod fused_lanes;
 pub mod maxpool;
 pub(crate) mod planes;
+pub mod projection;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod winograd;

@@ -139,15 +139,27 @@ pub(crate) unsafe fn pointwise_tile(
 ) {
     unsafe {
         let halves = valid.div_ceil(16);
+        let input = Input::Planes { channel_stride: p };
         pointwise_passes(
-            x, p, k, p, halves, weights, bias, clip, lo, hi, partial, None,
+            x, p, k, input, halves, weights, bias, clip, lo, hi, partial, None,
         );
-        partial_to_planes(partial.as_ptr(), p, valid, out, p);
+        partial_to_planes(partial.as_ptr(), p, valid, out, p, None);
     }
 }
 
-/// [`CT`] output channels of a 1x1 convolution over `p` pixels (`x`: `k` runs of `p` pixels,
-/// `channel_stride` apart: a whole plane, or a band of rows of a larger one) into `partial`
+/// Where the 1x1 kernel reads input channel `c` of pixel `i` (floats from `x`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Input {
+    /// Channel planes: `c * channel_stride + i` (a whole plane, or a band of rows of a larger
+    /// one).
+    Planes { channel_stride: usize },
+    /// Tiles of [`CT`] channels, pixel-major, as the channels-in-lanes depthwise step writes
+    /// them: `(c / CT) * tile_stride + i * CT + c % CT`.
+    Tiles { tile_stride: usize },
+}
+
+/// [`CT`] output channels of a 1x1 convolution over `p` pixels (`x`: `k` input channels of `p`
+/// pixels laid out as `input` says) into `partial`
 /// (`p * CT` floats, pixel-major: the channels of a pixel side by side; with `rows = Some((w,
 /// pitch))` pixel `i` at `(i / w) * pitch + i % w`, rows of `w` pixels straight into a wider
 /// zero-bordered buffer, runs never crossing a row), in runs of at most
@@ -163,7 +175,7 @@ pub(crate) unsafe fn pointwise_passes(
     x: *const f32,
     p: usize,
     k: usize,
-    channel_stride: usize,
+    input: Input,
     halves: usize,
     weights: *const f32,
     bias: &[f32],
@@ -183,7 +195,16 @@ pub(crate) unsafe fn pointwise_passes(
     };
     assert!(partial.len() >= ((segments - 1) * seg_pitch + seg_len) * CT);
     assert!(halves == 1 || halves == 2);
-    assert!(channel_stride >= p);
+    let (tiled, stride) = match input {
+        Input::Planes { channel_stride } => {
+            assert!(channel_stride >= p);
+            (false, channel_stride)
+        }
+        Input::Tiles { tile_stride } => {
+            assert!(tile_stride >= p * CT && rows.is_none());
+            (true, tile_stride)
+        }
+    };
     // One vector of channels (a partial last tile, 16 of 32 channels valid) takes twice the
     // pixels a run: the same 24 accumulators.
     let runs = seg_len.div_ceil(PT * (3 - halves));
@@ -198,8 +219,13 @@ pub(crate) unsafe fn pointwise_passes(
         while k0 < k {
             let kc = (k - k0).min(per_pass);
             let pass = Pass {
-                x: x.add(k0 * channel_stride),
-                channel_stride,
+                x: if tiled {
+                    x.add(k0 / CT * stride + k0 % CT)
+                } else {
+                    x.add(k0 * stride)
+                },
+                stride,
+                lane: k0 % CT,
                 kc,
                 weights: weights.add(k0 * CT),
                 first: k0 == 0,
@@ -213,12 +239,16 @@ pub(crate) unsafe fn pointwise_passes(
                     let park = part.add((seg * seg_pitch + at) * CT);
                     macro_rules! go {
                         ($h:literal, $($n:literal)*) => {
-                            match (n, clip, reg) {
+                            match (n, clip, reg, tiled) {
                                 $(
-                                    ($n, true, false) => pointwise_px::<$n, $h, true, false>(&pass, bias, p0, lo, hi, park),
-                                    ($n, false, false) => pointwise_px::<$n, $h, false, false>(&pass, bias, p0, lo, hi, park),
-                                    ($n, true, true) => pointwise_px::<$n, $h, true, true>(&pass, bias, p0, lo, hi, park),
-                                    ($n, false, true) => pointwise_px::<$n, $h, false, true>(&pass, bias, p0, lo, hi, park),
+                                    ($n, true, false, false) => pointwise_px::<$n, $h, true, false, false>(&pass, bias, p0, lo, hi, park),
+                                    ($n, false, false, false) => pointwise_px::<$n, $h, false, false, false>(&pass, bias, p0, lo, hi, park),
+                                    ($n, true, true, false) => pointwise_px::<$n, $h, true, true, false>(&pass, bias, p0, lo, hi, park),
+                                    ($n, false, true, false) => pointwise_px::<$n, $h, false, true, false>(&pass, bias, p0, lo, hi, park),
+                                    ($n, true, false, true) => pointwise_px::<$n, $h, true, false, true>(&pass, bias, p0, lo, hi, park),
+                                    ($n, false, false, true) => pointwise_px::<$n, $h, false, false, true>(&pass, bias, p0, lo, hi, park),
+                                    ($n, true, true, true) => pointwise_px::<$n, $h, true, true, true>(&pass, bias, p0, lo, hi, park),
+                                    ($n, false, true, true) => pointwise_px::<$n, $h, false, true, true>(&pass, bias, p0, lo, hi, park),
                                 )*
                                 _ => unreachable!("a run of {n} pixels"),
                             }
@@ -238,7 +268,8 @@ pub(crate) unsafe fn pointwise_passes(
 }
 
 /// The first `valid` channels of pixel-major sums (`part`: `p * CT` floats) into `p` floats of
-/// channel planes `plane_stride` apart at `out`: blocks of 16 pixels x 16 channels transposed
+/// channel planes `plane_stride` apart at `out`, plus the same floats of `residual` (laid out
+/// as `out`) when given (a residual block's skip connection): blocks of 16 pixels x 16 channels transposed
 /// in registers ([`transpose16`]), each channel's 16 pixels one contiguous store. (One gather
 /// per channel and 16 pixels cost 24 cycles each on this Zen 4: a third of a 56x56 fused
 /// block's time.)
@@ -249,6 +280,7 @@ pub(crate) unsafe fn partial_to_planes(
     valid: usize,
     out: *mut f32,
     plane_stride: usize,
+    residual: Option<*const f32>,
 ) {
     unsafe {
         for half in 0..valid.div_ceil(16) {
@@ -262,9 +294,14 @@ pub(crate) unsafe fn partial_to_planes(
                 }
                 let cols = transpose16(rows);
                 let mask = ((1u32 << pixels) - 1) as __mmask16;
-                let base = out.add(16 * half * plane_stride + q);
+                let at = 16 * half * plane_stride + q;
                 for (j, col) in cols.iter().enumerate().take(channels) {
-                    _mm512_mask_storeu_ps(base.add(j * plane_stride), mask, *col);
+                    let mut v = *col;
+                    if let Some(r) = residual {
+                        let skip = _mm512_maskz_loadu_ps(mask, r.add(at + j * plane_stride));
+                        v = _mm512_add_ps(v, skip);
+                    }
+                    _mm512_mask_storeu_ps(out.add(at + j * plane_stride), mask, v);
                 }
                 q += 16;
             }
@@ -310,8 +347,11 @@ fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
 struct Pass {
     /// The pass's first input channel.
     x: *const f32,
-    /// Floats from one input channel of a pixel to the next.
-    channel_stride: usize,
+    /// [`Input::Planes`]: floats from one input channel of a pixel to the next;
+    /// [`Input::Tiles`]: from one tile to the next.
+    stride: usize,
+    /// [`Input::Tiles`]: the first input channel's lane in its tile.
+    lane: usize,
     kc: usize,
     /// The pass's weights, `[kc][CT]`.
     weights: *const f32,
@@ -323,11 +363,17 @@ struct Pass {
 
 /// `N` pixels from `p0` x `16 * H` channels (`H` of the tile's two vectors) through one pass:
 /// the accumulators start from the bias or the parked partial sums (`park[q * CT..]`) and go
-/// back there (clamped after the last pass).
+/// back there (clamped after the last pass). `TILED`: the input is [`Input::Tiles`].
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn pointwise_px<const N: usize, const H: usize, const CLIP: bool, const REG: bool>(
+unsafe fn pointwise_px<
+    const N: usize,
+    const H: usize,
+    const CLIP: bool,
+    const REG: bool,
+    const TILED: bool,
+>(
     pass: &Pass,
     bias: &[f32],
     p0: usize,
@@ -347,8 +393,10 @@ unsafe fn pointwise_px<const N: usize, const H: usize, const CLIP: bool, const R
             }
         }
         let mut w = pass.weights;
-        let cs = pass.channel_stride;
-        let mut xp = pass.x.add(p0);
+        // Floats from one pixel's input to the next.
+        let ps = if TILED { CT } else { 1 };
+        let mut xp = pass.x.add(p0 * ps);
+        let mut lane = pass.lane;
         for _ in 0..pass.kc {
             _mm_prefetch::<_MM_HINT_T0>(w.add(LANES_PREFETCH) as *const i8);
             let w0 = _mm512_loadu_ps(w);
@@ -362,7 +410,7 @@ unsafe fn pointwise_px<const N: usize, const H: usize, const CLIP: bool, const R
             if H == 2 {
                 let w1 = _mm512_loadu_ps(w.add(16));
                 for q in 0..N {
-                    let xq = xp.add(q);
+                    let xq = xp.add(q * ps);
                     if REG {
                         std::arch::asm!(
                             "vbroadcastss {t}, dword ptr [{x}]",
@@ -391,7 +439,7 @@ unsafe fn pointwise_px<const N: usize, const H: usize, const CLIP: bool, const R
                 }
             } else {
                 for q in 0..N {
-                    let xq = xp.add(q);
+                    let xq = xp.add(q * ps);
                     std::arch::asm!(
                         "vfmadd231ps {a}, {w}, dword ptr [{x}]{{1to16}}",
                         a = inout(zmm_reg) acc[0][q],
@@ -402,7 +450,18 @@ unsafe fn pointwise_px<const N: usize, const H: usize, const CLIP: bool, const R
                 }
             }
             w = w.add(CT);
-            xp = xp.add(cs);
+            if TILED {
+                // The next channel: the next lane, or lane 0 of the next tile.
+                lane += 1;
+                xp = xp.add(if lane == CT {
+                    pass.stride - (CT - 1)
+                } else {
+                    1
+                });
+                lane %= CT;
+            } else {
+                xp = xp.add(pass.stride);
+            }
         }
         let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
         for q in 0..N {
