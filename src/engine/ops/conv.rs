@@ -767,16 +767,29 @@ mod tests {
                 let mut op = FastConv::new(g, cout, 4, &wts, &bias).unwrap();
                 op.clip = clip;
                 let want = pointwise_reference(&g, cout, &x, &wts, &bias, clip);
-                for isa in Isa::available() {
-                    let mut got = vec![f32::NAN; want.len()];
-                    dense(&op, &x, isa, &mut got);
-                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                        assert!(
-                            (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-                            "{isa:?} {g:?} -> {cout} {clip:?} at {i}: {a} vs {b}"
-                        );
+                // The channels-in-lanes kernel both ways: broadcast into a register (Intel)
+                // and folded into the FMAs (AMD).
+                #[cfg(target_arch = "x86_64")]
+                let ways = [1, 2];
+                #[cfg(not(target_arch = "x86_64"))]
+                let ways = [0];
+                for way in ways {
+                    #[cfg(target_arch = "x86_64")]
+                    super::super::x86::FORCE_BROADCAST
+                        .store(way, std::sync::atomic::Ordering::Relaxed);
+                    for isa in Isa::available() {
+                        let mut got = vec![f32::NAN; want.len()];
+                        dense(&op, &x, isa, &mut got);
+                        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                                "{isa:?} way {way} {g:?} -> {cout} {clip:?} at {i}: {a} vs {b}"
+                            );
+                        }
                     }
                 }
+                #[cfg(target_arch = "x86_64")]
+                super::super::x86::FORCE_BROADCAST.store(0, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }

@@ -12,6 +12,12 @@ pub(crate) mod planes;
 /// they fold it into each FMA, where AMD's Zen 4 is the other way round (see
 /// [`conv::pointwise_passes`]).
 pub(crate) fn intel() -> bool {
+    #[cfg(test)]
+    match FORCE_BROADCAST.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
     static INTEL: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
         let id = std::arch::x86_64::__cpuid(0);
         let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx]
@@ -22,3 +28,10 @@ pub(crate) fn intel() -> bool {
     });
     *INTEL
 }
+
+/// For tests: 1 makes [`intel`] answer yes, 2 no, 0 asks the CPU; so both ways of feeding the
+/// FMAs run whatever the machine. (Tests running meanwhile may take either way: both give the
+/// same sums to the bit.)
+#[cfg(test)]
+pub(crate) static FORCE_BROADCAST: std::sync::atomic::AtomicU8 =
+    std::sync::atomic::AtomicU8::new(0);
