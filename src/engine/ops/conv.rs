@@ -489,42 +489,96 @@ pub(crate) fn pointwise_small_fits(g: &Geometry) -> bool {
 fn pointwise_small(op: &FastConv, x: &[f32], out: &mut [f32]) -> TractResult<()> {
     let g = &op.geo;
     let (p, k) = (g.h * g.w, g.c);
-    let (packed, bias) = op.weights.lanes.as_ref().unwrap();
-    let packed = packed.as_slice();
-    let tiles = op.cout.div_ceil(CT);
-    let (lo, hi) = Clip::bounds(op.clip);
-    let clip = op.clip.is_some();
     for n in 0..g.n {
-        let xn = x[n * k * p..][..k * p].as_ptr() as usize;
-        let on = out[n * op.cout * p..][..op.cout * p].as_mut_ptr() as usize;
-        let work = op.cout * p * k;
-        tract_linalg::multithread::par_chunks_mut(&mut vec![(); tiles], 1, work, |first, ts| {
-            let mut partial = AlignedBuf::zeros(p * CT);
-            let partial = partial.as_mut_slice();
-            for t in first..first + ts.len() {
-                let valid = (op.cout - t * CT).min(CT);
-                // Safety: AVX-512F detected (the caller checked the `Isa`); tile `t` writes only
-                // its own channels' planes.
-                unsafe {
-                    super::x86::conv::pointwise_tile(
-                        xn as *const f32,
-                        p,
-                        k,
-                        packed[t * k * CT..][..k * CT].as_ptr(),
-                        &bias[t * CT..][..CT],
-                        valid,
-                        (on as *mut f32).add(t * CT * p),
-                        clip,
-                        lo,
-                        hi,
-                        partial,
-                    )
-                };
-            }
-            Ok(())
-        })?;
+        pointwise_lanes(
+            op,
+            &x[n * k * p..][..k * p],
+            super::x86::conv::Input::Planes { channel_stride: p },
+            None,
+            &mut out[n * op.cout * p..][..op.cout * p],
+        )?;
     }
     Ok(())
+}
+
+/// Output pixels per work item of [`pointwise_lanes`]: the item's partial sums (`[pixels][CT]`,
+/// 32 KB) stay in L1/L2 while the input channels go by in passes.
+#[cfg(target_arch = "x86_64")]
+const CHUNK_PIXELS: usize = 256;
+
+/// `op` (holding channels-in-lanes weights) on one batch item `x` (`op.geo.c` channels of `p`
+/// pixels, laid out as `input` says) into `out` (`cout` planes of `p`), plus `skip` (the same
+/// shape: a residual block's input) when given; the work split by tiles of [`CT`] output
+/// channels and chunks of pixels across tract's current executor. AVX-512F only (the caller
+/// checked).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn pointwise_lanes(
+    op: &FastConv,
+    x: &[f32],
+    input: super::x86::conv::Input,
+    skip: Option<&[f32]>,
+    out: &mut [f32],
+) -> TractResult<()> {
+    use super::x86::conv::{partial_to_planes, pointwise_passes, Input};
+    let (k, p, cout) = (op.geo.c, op.geo.h * op.geo.w, op.cout);
+    let (floats, pixel_stride) = match input {
+        Input::Planes { channel_stride } => ((k - 1) * channel_stride + p, 1),
+        Input::Tiles { tile_stride } => (k.div_ceil(CT) * tile_stride, CT),
+    };
+    assert!(x.len() >= floats);
+    assert_eq!(out.len(), cout * p);
+    assert_eq!(skip.map_or(out.len(), |s| s.len()), out.len());
+    let (packed, bias) = op.weights.lanes.as_ref().context("no lanes weights")?;
+    let packed = packed.as_slice();
+    let (lo, hi) = Clip::bounds(op.clip);
+    let chunks = p.div_ceil(CHUNK_PIXELS);
+    let chunk = p.div_ceil(chunks);
+    let (xp, skip, dst) = (
+        x.as_ptr() as usize,
+        skip.map(|s| s.as_ptr() as usize),
+        out.as_mut_ptr() as usize,
+    );
+    let items = cout.div_ceil(CT) * chunks;
+    let work = cout * p * k;
+    tract_linalg::multithread::par_chunks_mut(&mut vec![(); items], 1, work, |first, is| {
+        let mut partial = AlignedBuf::zeros(chunk * CT);
+        let partial = partial.as_mut_slice();
+        for item in first..first + is.len() {
+            let (t, c) = (item / chunks, item % chunks);
+            let p0 = c * chunk;
+            let pixels = chunk.min(p - p0);
+            let valid = (cout - t * CT).min(CT);
+            let at = t * CT * p + p0;
+            // Safety: AVX-512F (the caller checked); `x` holds `k` channels of `p` pixels as
+            // `input` says, the item reads pixels `p0..p0 + pixels` of them; item `(t, c)`
+            // writes only its own channels' pixels of `out`.
+            unsafe {
+                pointwise_passes(
+                    (xp as *const f32).add(p0 * pixel_stride),
+                    pixels,
+                    k,
+                    input,
+                    valid.div_ceil(16),
+                    packed[t * k * CT..][..k * CT].as_ptr(),
+                    &bias[t * CT..][..CT],
+                    op.clip.is_some(),
+                    lo,
+                    hi,
+                    partial,
+                    None,
+                );
+                partial_to_planes(
+                    partial.as_ptr(),
+                    pixels,
+                    valid,
+                    (dst as *mut f32).add(at),
+                    p,
+                    skip.map(|s| (s as *const f32).add(at)),
+                );
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Every batch item of [`conv_threaded`]: `staging` holds the flat planes (`copy`) or the

@@ -48,15 +48,9 @@ impl Projection {
     }
 }
 
-/// Output pixels per work item: the item's partial sums (`[pixels][CT]`, 32 KB) stay in L1/L2
-/// while the input channels go by in passes.
-#[cfg(target_arch = "x86_64")]
-const CHUNK_PIXELS: usize = 256;
-
 /// `op` on one batch item's depthwise output `tiles` (`[c / CT][p][CT]`, whole tiles; the
-/// lanes past `c` never read) into `out` (`cout` planes of `p`), plus `skip` (the same shape) when the
-/// projection has a residual; the work split by tiles of [`CT`] output channels and chunks of
-/// pixels across tract's current executor. AVX-512F only (the caller checked).
+/// lanes past `c` never read) into `out` (`cout` planes of `p`), plus `skip` (the same shape)
+/// when the projection has a residual. AVX-512F only (the caller checked).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn project_tiles(
     op: &Projection,
@@ -64,66 +58,10 @@ pub(crate) fn project_tiles(
     skip: Option<&[f32]>,
     out: &mut [f32],
 ) -> TractResult<()> {
-    use super::aligned::AlignedBuf;
-    use super::x86::conv::{partial_to_planes, pointwise_passes, Input};
-    use super::Clip;
-    let conv = &op.conv;
-    let (k, p, cout) = (conv.geo.c, conv.geo.h * conv.geo.w, conv.cout);
-    assert!(tiles.len() >= k.div_ceil(CT) * p * CT);
-    assert_eq!(out.len(), cout * p);
-    assert_eq!(skip.map_or(out.len(), |s| s.len()), out.len());
     assert_eq!(op.residual, skip.is_some());
-    let (packed, bias) = conv.lanes_weights().context("no lanes weights")?;
-    let (lo, hi) = Clip::bounds(conv.clip);
-    let out_tiles = cout.div_ceil(CT);
-    let chunks = p.div_ceil(CHUNK_PIXELS);
-    let chunk = p.div_ceil(chunks);
-    let (x, skip, dst) = (
-        tiles.as_ptr() as usize,
-        skip.map(|s| s.as_ptr() as usize),
-        out.as_mut_ptr() as usize,
-    );
-    let work = cout * p * k;
-    let items = out_tiles * chunks;
-    tract_linalg::multithread::par_chunks_mut(&mut vec![(); items], 1, work, |first, is| {
-        let mut partial = AlignedBuf::zeros(chunk * CT);
-        let partial = partial.as_mut_slice();
-        for item in first..first + is.len() {
-            let (t, c) = (item / chunks, item % chunks);
-            let p0 = c * chunk;
-            let pixels = chunk.min(p - p0);
-            let valid = (cout - t * CT).min(CT);
-            let at = t * CT * p + p0;
-            // Safety: AVX-512F (the caller checked); `tiles` holds `k` channels of `p`
-            // pixels, the item reads pixels `p0..p0 + pixels` of them; item `(t, c)` writes
-            // only its own channels' pixels of `out`.
-            unsafe {
-                pointwise_passes(
-                    (x as *const f32).add(p0 * CT),
-                    pixels,
-                    k,
-                    Input::Tiles {
-                        tile_stride: p * CT,
-                    },
-                    valid.div_ceil(16),
-                    packed[t * k * CT..][..k * CT].as_ptr(),
-                    &bias[t * CT..][..CT],
-                    conv.clip.is_some(),
-                    lo,
-                    hi,
-                    partial,
-                    None,
-                );
-                partial_to_planes(
-                    partial.as_ptr(),
-                    pixels,
-                    valid,
-                    (dst as *mut f32).add(at),
-                    p,
-                    skip.map(|s| (s as *const f32).add(at)),
-                );
-            }
-        }
-        Ok(())
-    })
+    let p = op.conv.geo.h * op.conv.geo.w;
+    let input = super::x86::conv::Input::Tiles {
+        tile_stride: p * CT,
+    };
+    super::conv::pointwise_lanes(&op.conv, tiles, input, skip, out)
 }

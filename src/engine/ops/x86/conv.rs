@@ -120,33 +120,6 @@ unsafe fn block_n_avx512<const R: usize, const V: usize, const CLIP: bool>(
     }
 }
 
-/// One tile of [`crate::engine::ops::conv`]'s `pointwise_small`: [`pointwise_passes`] into
-/// `partial`, then [`partial_to_planes`] into the output's channel planes.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn pointwise_tile(
-    x: *const f32,
-    p: usize,
-    k: usize,
-    weights: *const f32,
-    bias: &[f32],
-    valid: usize,
-    out: *mut f32,
-    clip: bool,
-    lo: f32,
-    hi: f32,
-    partial: &mut [f32],
-) {
-    unsafe {
-        let halves = valid.div_ceil(16);
-        let input = Input::Planes { channel_stride: p };
-        pointwise_passes(
-            x, p, k, input, halves, weights, bias, clip, lo, hi, partial, None,
-        );
-        partial_to_planes(partial.as_ptr(), p, valid, out, p, None);
-    }
-}
-
 /// Where the 1x1 kernel reads input channel `c` of pixel `i` (floats from `x`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Input {
