@@ -16,7 +16,9 @@
 //! 1x1 [`FastConv`] becomes one [`FusedLanesConvDepthwise`] where that gains (AVX-512, constant
 //! depthwise weights), else one [`FusedConvDepthwise`]; a 1x1 [`FastConv`] after a
 //! [`FusedLanesConvDepthwise`] (the block's projection), with the residual `Add` after it, is
-//! folded into that op too. Everything else stays with tract.
+//! folded into that op too, and a small-plane 1x1 [`FastConv`] summed over its plane by a
+//! `Reduce<Sum>` (a global average pool) becomes one [`PooledConv`]. Everything else stays
+//! with tract.
 
 use std::sync::Arc;
 
@@ -28,7 +30,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use super::ops::winograd::winograd_fits;
 use super::ops::{
     supported_taps, Clip, FastConv, FastDepthwise, FastMaxPool, FastWinograd, FusedConvDepthwise,
-    FusedLanesConvDepthwise, Geometry, Tile,
+    FusedLanesConvDepthwise, Geometry, PooledConv, Tile,
 };
 
 #[cfg(test)]
@@ -65,6 +67,9 @@ pub struct OptimizedReport {
     pub fused_projections: usize,
     /// Of those, the ones whose residual `Add` (of the block's input) came along.
     pub fused_residuals: usize,
+    /// Small-plane 1x1 [`FastConv`]s and the `Reduce<Sum>` over their plane, now one
+    /// [`PooledConv`].
+    pub pooled: usize,
 }
 
 /// Which of the engine's ops [`rewrite_typed_with`] may use.
@@ -265,7 +270,14 @@ pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport>
     }
     (report.fused_pairs, report.fused_lanes_pairs) = fuse_conv_depthwise(model)?;
     (report.fused_projections, report.fused_residuals) = fuse_projections(model)?;
-    if report.maxpools + report.fused_clips + report.fused_pairs + report.fused_lanes_pairs > 0 {
+    report.pooled = fuse_pooled(model)?;
+    if report.maxpools
+        + report.fused_clips
+        + report.fused_pairs
+        + report.fused_lanes_pairs
+        + report.pooled
+        > 0
+    {
         model.compact()?;
     }
     Ok(report)
@@ -362,6 +374,49 @@ fn fuse_projections(model: &mut TypedModel) -> TractResult<(usize, usize)> {
         residuals += residual.is_some() as usize;
     }
     Ok((projections, residuals))
+}
+
+/// Replaces each small-plane 1x1 [`FastConv`] whose only consumer sums its output over the
+/// plane (`Reduce<Sum>` on axes 2 and 3: a global average pool's sum) by one [`PooledConv`];
+/// returns how many.
+fn fuse_pooled(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
+    let convs: Vec<usize> = model
+        .nodes
+        .iter()
+        .filter(|n| n.op_is::<FastConv>())
+        .map(|n| n.id)
+        .collect();
+    let mut pooled = 0;
+    for id in convs {
+        let node = model.node(id);
+        if model.outputs.contains(&OutletId::new(id, 0)) {
+            continue;
+        }
+        let Some(succ) = model.single_succ(id)? else {
+            continue;
+        };
+        let sums_plane = succ.op_as::<Reduce>().is_some_and(|r| {
+            r.reducer == Reducer::Sum && r.axes.as_slice() == [2, 3] && succ.inputs.len() == 1
+        });
+        let conv = node.op_as::<FastConv>().unwrap().clone();
+        let Some(op) = PooledConv::new(conv).filter(|_| sums_plane) else {
+            continue;
+        };
+        if succ.outputs[0].fact.shape.as_concrete() != Some(&op.shapes().1) {
+            continue;
+        }
+        let reduce_id = succ.id;
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, node.inputs[0])?;
+        let wire = patch.wire_node(&node.name, op, &[x])?;
+        patch.shunt_outside(model, OutletId::new(reduce_id, 0), wire[0])?;
+        patch.obliterate(id)?;
+        patch.obliterate(reduce_id)?;
+        patch.apply(model)?;
+        pooled += 1;
+    }
+    Ok(pooled)
 }
 
 /// The `Add` node that is the only consumer of `conv`'s output and adds `input` to it (same

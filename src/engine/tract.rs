@@ -70,13 +70,14 @@ impl TractEngine {
         if options.rewrite {
             let report = rewrite::rewrite_optimized(&mut model).map_err(internal)?;
             log::debug!(
-                "engine rewrite: {} activations fused, {} max-pools, {} conv+depthwise pairs fused ({} channels in lanes, {} with their projection, {} with its residual add)",
+                "engine rewrite: {} activations fused, {} max-pools, {} conv+depthwise pairs fused ({} channels in lanes, {} with their projection, {} with its residual add), {} convolutions fused with a pool's sum",
                 report.fused_clips,
                 report.maxpools,
                 report.fused_pairs + report.fused_lanes_pairs,
                 report.fused_lanes_pairs,
                 report.fused_projections,
-                report.fused_residuals
+                report.fused_residuals,
+                report.pooled
             );
         }
         let run_options = RunOptions {

@@ -494,7 +494,7 @@ fn pointwise_small(op: &FastConv, x: &[f32], out: &mut [f32]) -> TractResult<()>
             op,
             &x[n * k * p..][..k * p],
             super::x86::conv::Input::Planes { channel_stride: p },
-            None,
+            Store::Planes { skip: None },
             &mut out[n * op.cout * p..][..op.cout * p],
         )?;
     }
@@ -503,31 +503,49 @@ fn pointwise_small(op: &FastConv, x: &[f32], out: &mut [f32]) -> TractResult<()>
 
 /// Output pixels per work item of [`pointwise_lanes`]: the item's partial sums (`[pixels][CT]`,
 /// 32 KB) stay in L1/L2 while the input channels go by in passes.
-#[cfg(target_arch = "x86_64")]
-const CHUNK_PIXELS: usize = 256;
+pub(crate) const CHUNK_PIXELS: usize = 256;
+
+/// Where [`pointwise_lanes`] puts its sums.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Store<'a> {
+    /// Into `cout` planes of `p`, plus `skip` (the same shape: a residual block's input) when
+    /// given.
+    Planes { skip: Option<&'a [f32]> },
+    /// Each channel's sum over its `p` pixels into `cout` floats (a global average pool's
+    /// sum); `p` at most [`CHUNK_PIXELS`].
+    PixelSums,
+}
 
 /// `op` (holding channels-in-lanes weights) on one batch item `x` (`op.geo.c` channels of `p`
-/// pixels, laid out as `input` says) into `out` (`cout` planes of `p`), plus `skip` (the same
-/// shape: a residual block's input) when given; the work split by tiles of [`CT`] output
-/// channels and chunks of pixels across tract's current executor. AVX-512F only (the caller
-/// checked).
+/// pixels, laid out as `input` says) into `out` as `store` says; the work split by tiles of
+/// [`CT`] output channels and chunks of pixels across tract's current executor. AVX-512F only
+/// (the caller checked).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn pointwise_lanes(
     op: &FastConv,
     x: &[f32],
     input: super::x86::conv::Input,
-    skip: Option<&[f32]>,
+    store: Store,
     out: &mut [f32],
 ) -> TractResult<()> {
-    use super::x86::conv::{partial_to_planes, pointwise_passes, Input};
+    use super::x86::conv::{partial_sums, partial_to_planes, pointwise_passes, Input};
     let (k, p, cout) = (op.geo.c, op.geo.h * op.geo.w, op.cout);
     let (floats, pixel_stride) = match input {
         Input::Planes { channel_stride } => ((k - 1) * channel_stride + p, 1),
         Input::Tiles { tile_stride } => (k.div_ceil(CT) * tile_stride, CT),
     };
     assert!(x.len() >= floats);
-    assert_eq!(out.len(), cout * p);
-    assert_eq!(skip.map_or(out.len(), |s| s.len()), out.len());
+    let (skip, sums) = match store {
+        Store::Planes { skip } => {
+            assert_eq!(out.len(), cout * p);
+            assert_eq!(skip.map_or(out.len(), |s| s.len()), out.len());
+            (skip, false)
+        }
+        Store::PixelSums => {
+            assert!(out.len() == cout && p <= CHUNK_PIXELS);
+            (None, true)
+        }
+    };
     let (packed, bias) = op.weights.lanes.as_ref().context("no lanes weights")?;
     let packed = packed.as_slice();
     let (lo, hi) = Clip::bounds(op.clip);
@@ -567,14 +585,23 @@ pub(crate) fn pointwise_lanes(
                     partial,
                     None,
                 );
-                partial_to_planes(
-                    partial.as_ptr(),
-                    pixels,
-                    valid,
-                    (dst as *mut f32).add(at),
-                    p,
-                    skip.map(|s| (s as *const f32).add(at)),
-                );
+                if sums {
+                    partial_sums(
+                        partial.as_ptr(),
+                        pixels,
+                        valid,
+                        (dst as *mut f32).add(t * CT),
+                    );
+                } else {
+                    partial_to_planes(
+                        partial.as_ptr(),
+                        pixels,
+                        valid,
+                        (dst as *mut f32).add(at),
+                        p,
+                        skip.map(|s| (s as *const f32).add(at)),
+                    );
+                }
             }
         }
         Ok(())

@@ -13,6 +13,7 @@
 //!   planes and the larger ones where it gains);
 //! - [`projection`]: the 1x1 projection closing an inverted-residual block (and its skip
 //!   connection), fused into [`fused_lanes`] so the depthwise output stays in lanes;
+//! - [`pooled`]: a small-plane 1x1 convolution and the global average pool's sum after it;
 //! - [`planes`]: the phase-plane machinery (padding, strides, the per-plane loop) and the
 //!   portable kernels; [`x86`] the AVX-512F and AVX2+FMA kernels, chosen at run time ([`Isa`]).
 //!
@@ -29,6 +30,7 @@ pub mod fused;
 pub mod fused_lanes;
 pub mod maxpool;
 pub(crate) mod planes;
+pub mod pooled;
 pub mod projection;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -44,6 +46,7 @@ pub use depthwise::{depthwise, FastDepthwise};
 pub use fused::FusedConvDepthwise;
 pub use fused_lanes::FusedLanesConvDepthwise;
 pub use maxpool::{maxpool, FastMaxPool};
+pub use pooled::PooledConv;
 pub use winograd::{winograd, FastWinograd, Tile};
 
 /// Where a depthwise convolution reads and writes: one spatial 2-D convolution per channel.

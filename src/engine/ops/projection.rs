@@ -63,5 +63,6 @@ pub(crate) fn project_tiles(
     let input = super::x86::conv::Input::Tiles {
         tile_stride: p * CT,
     };
-    super::conv::pointwise_lanes(&op.conv, tiles, input, skip, out)
+    let store = super::conv::Store::Planes { skip };
+    super::conv::pointwise_lanes(&op.conv, tiles, input, store, out)
 }

@@ -282,6 +282,23 @@ pub(crate) unsafe fn partial_to_planes(
     }
 }
 
+/// Each of the first `valid` channels of pixel-major sums (`part`: `p * CT` floats) summed over
+/// the `p` pixels, in pixel order, into `out[..valid]`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn partial_sums(part: *const f32, p: usize, valid: usize, out: *mut f32) {
+    unsafe {
+        for half in 0..valid.div_ceil(16) {
+            let mut acc = _mm512_setzero_ps();
+            for q in 0..p {
+                acc = _mm512_add_ps(acc, _mm512_loadu_ps(part.add(q * CT + 16 * half)));
+            }
+            let channels = (valid - 16 * half).min(16);
+            let mask = ((1u32 << channels) - 1) as __mmask16;
+            _mm512_mask_storeu_ps(out.add(16 * half), mask, acc);
+        }
+    }
+}
+
 /// The 16x16 transpose of `r` (`r[i][j]` -> `result[j][i]`): unpack pairs of rows, shuffle
 /// within 128-bit lanes, then two rounds of 128-bit lane shuffles; 64 shuffles in all.
 #[inline]
