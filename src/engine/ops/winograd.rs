@@ -8,7 +8,8 @@
 //!    scattered into `a * a` planes `V[xi][cin][tiles]`;
 //! 3. `a * a` matrix products `M[xi] = U[xi] x V[xi]`: each is a 1x1 convolution over a plane of
 //!    `tiles` pixels, so the dense convolution's kernels run it unchanged (AVX-512: 8 channels x
-//!    3 vectors of tiles; AVX2 4 x 3 vectors of 8; portable). Channels in the lanes (the
+//!    3 vectors of tiles, or 24 channels x the one vector of a 7x7 plane's F(2x2) tiles; AVX2
+//!    4 x 3 vectors of 8; portable). Channels in the lanes (the
 //!    small-plane pointwise kernel) measured slower on ResNet18 at every size;
 //! 4. output transform `Y = A^T M A`, plus the bias and the fused clamp, into the output
 //!    ([`transform`]).
@@ -492,6 +493,10 @@ fn products(
     assert!(v.len() >= xis * cin * stride && m.len() >= xis * cout_p * stride);
     let m_addr = m.as_mut_ptr() as usize;
     let jobs = super::planes::jobs(1, p, 0, 0, isa.lanes());
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && jobs.len() == 1 {
+        return products_single_vector(op, lay, v, &jobs[0], m);
+    }
     let koff: Vec<u32> = (0..cin).map(|ci| (ci * stride) as u32).collect();
     let zeros = [0f32; MR];
     let work = xis * cout_p * cin * p;
@@ -550,6 +555,52 @@ fn products(
                         _ => products_portable(w, xi, grp, vx, stride, &jobs, &outs),
                     }
                 }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// [`products`] when each plane is one vector of tiles (a 7x7 plane's F(2x2) products), on
+/// AVX-512, three blocks of output channels at a time ([`super::x86::conv::block3_single_vector`]).
+#[cfg(target_arch = "x86_64")]
+fn products_single_vector(
+    op: &FastWinograd,
+    lay: &Layout,
+    v: &[f32],
+    job: &Job,
+    m: &mut [f32],
+) -> TractResult<()> {
+    let w = &op.weights;
+    let (cin, stride) = (w.cin, lay.stride);
+    let xis = lay.a * lay.a;
+    let (groups, cout_p) = (w.groups(), w.cout_padded());
+    let triples = groups.div_ceil(3);
+    let m_addr = m.as_mut_ptr() as usize;
+    let koff: Vec<u32> = (0..cin).map(|ci| (ci * stride) as u32).collect();
+    let work = xis * cout_p * cin * lay.tiles;
+    tract_linalg::multithread::par_chunks_mut(
+        &mut vec![(); xis * triples],
+        1,
+        work,
+        |first, items| {
+            for item in first..first + items.len() {
+                let (xi, t) = (item / triples, item % triples);
+                let vx = &v[xi * cin * stride..][..cin * stride];
+                let blocks = (groups - 3 * t).min(3);
+                let block = |b: usize| {
+                    w.packed[(xi * groups + 3 * t + b) * cin * MR..][..cin * MR].as_ptr()
+                };
+                let weights: Vec<*const f32> = (0..blocks).map(block).collect();
+                let m_xi = (m_addr as *mut f32).wrapping_add(xi * cout_p * stride);
+                let outs: Vec<*mut f32> = (0..blocks * MR)
+                    .map(|j| m_xi.wrapping_add((3 * t * MR + j) * stride))
+                    .collect();
+                // Safety: AVX-512F (the caller checked `isa`); item (xi, t) writes only rows
+                // `3 * t * MR..` of `M[xi]`, within the job's lanes.
+                unsafe {
+                    super::x86::conv::block3_single_vector(vx.as_ptr(), &koff, &weights, job, &outs)
+                };
             }
             Ok(())
         },

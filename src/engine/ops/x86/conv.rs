@@ -57,6 +57,67 @@ pub(crate) unsafe fn block_avx512(
     }
 }
 
+/// Up to `3 * MR` output channels (one to three blocks of weights, each `[k][MR]`) x one
+/// vector of 16 outputs, no bias, no clamp: a product whose plane is one vector (a 7x7 plane's Winograd
+/// F(2x2) tiles). One block of [`MR`] channels alone keeps 8 accumulators, too few to hide the
+/// FMA latency, and reads its input vectors once per 8 channels; three keep 24 and read them
+/// once per 24.
+///
+/// # Safety
+/// AVX-512F; `koff` offsets into `base` hold the job's lanes; each block of weights holds
+/// `koff.len() * MR` floats; `outs` holds `MR` rows per block, each with the job's outputs.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn block3_single_vector(
+    base: *const f32,
+    koff: &[u32],
+    weights: &[*const f32],
+    job: &Job,
+    outs: &[*mut f32],
+) {
+    unsafe {
+        match weights.len() {
+            3 => blocks_single_vector::<3>(base, koff, weights, job, outs),
+            2 => blocks_single_vector::<2>(base, koff, weights, job, outs),
+            _ => blocks_single_vector::<1>(base, koff, weights, job, outs),
+        }
+    }
+}
+
+/// [`block3_single_vector`] for `B` blocks.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn blocks_single_vector<const B: usize>(
+    base: *const f32,
+    koff: &[u32],
+    weights: &[*const f32],
+    job: &Job,
+    outs: &[*mut f32],
+) {
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); MR]; B];
+        let lanes = ((1u32 << job.lanes) - 1) as __mmask16;
+        let at = job.inp as usize;
+        for (i, &k) in koff.iter().enumerate() {
+            for w in &weights[..B] {
+                _mm_prefetch::<_MM_HINT_T0>(w.add(i * MR + WEIGHT_PREFETCH) as *const i8);
+            }
+            let x = _mm512_maskz_loadu_ps(lanes, base.add(k as usize + at));
+            for b in 0..B {
+                let w = weights[b].add(i * MR);
+                for j in 0..MR {
+                    let wj = _mm512_set1_ps(*w.add(j));
+                    acc[b][j] = _mm512_fmadd_ps(wj, x, acc[b][j]);
+                }
+            }
+        }
+        for b in 0..B {
+            for j in 0..MR {
+                _mm512_mask_storeu_ps(outs[b * MR + j].add(job.out as usize), lanes, acc[b][j]);
+            }
+        }
+    }
+}
+
 /// `R` output channels (weights at a stride of [`MR`]) x `V` vectors of 16.
 #[allow(clippy::too_many_arguments)]
 #[inline]
