@@ -591,15 +591,25 @@ fn products_single_vector(
                 let block = |b: usize| {
                     w.packed[(xi * groups + 3 * t + b) * cin * MR..][..cin * MR].as_ptr()
                 };
-                let weights: Vec<*const f32> = (0..blocks).map(block).collect();
+                let mut weights = [std::ptr::null::<f32>(); 3];
+                for (b, w) in weights.iter_mut().enumerate().take(blocks) {
+                    *w = block(b);
+                }
                 let m_xi = (m_addr as *mut f32).wrapping_add(xi * cout_p * stride);
-                let outs: Vec<*mut f32> = (0..blocks * MR)
-                    .map(|j| m_xi.wrapping_add((3 * t * MR + j) * stride))
-                    .collect();
+                let mut outs = [std::ptr::null_mut::<f32>(); 3 * MR];
+                for (j, o) in outs.iter_mut().enumerate().take(blocks * MR) {
+                    *o = m_xi.wrapping_add((3 * t * MR + j) * stride);
+                }
                 // Safety: AVX-512F (the caller checked `isa`); item (xi, t) writes only rows
                 // `3 * t * MR..` of `M[xi]`, within the job's lanes.
                 unsafe {
-                    super::x86::conv::block3_single_vector(vx.as_ptr(), &koff, &weights, job, &outs)
+                    super::x86::conv::block3_single_vector(
+                        vx.as_ptr(),
+                        &koff,
+                        &weights[..blocks],
+                        job,
+                        &outs[..blocks * MR],
+                    )
                 };
             }
             Ok(())
