@@ -332,22 +332,21 @@ fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
     let taps = g.taps();
     let tiles = g.c.div_ceil(CT);
     let band = (BAND_PIXELS / lg.ow).clamp(1, lg.oh);
-    let tiled_output = op.project.is_some();
     // Padded rows one band reads.
     let cap = (band - 1) * g.sh + g.kh;
     let pitch = lg.wp * CT;
     let work = g.c * plane * cin + g.c * out_plane * taps;
     // With a projection, the depthwise output stays in tiles (`[tiles][out_plane][CT]`) for
     // it; without, it is transposed into the output's planes.
-    let mut tiled_tensor = match &op.project {
-        // Safety: the depthwise step writes the lanes of every valid channel before the
-        // projection reads them; the lanes past `g.c` are never read.
-        Some(_) => {
-            Some(unsafe { Tensor::uninitialized_aligned::<f32>(&[tiles * out_plane * CT], 64)? })
-        }
-        None => None,
-    };
     let tiled_len = tiles * out_plane * CT;
+    // Safety: the depthwise step writes the lanes of every valid channel before the projection
+    // reads them; the lanes past `g.c` are never read.
+    let mut tiled_tensor = op
+        .project
+        .as_ref()
+        .map(|_| unsafe { Tensor::uninitialized_aligned::<f32>(&[tiled_len], 64) })
+        .transpose()?;
+    // Where the tiles start (`None`: no projection).
     let tiled = match tiled_tensor.as_mut() {
         Some(t) => Some(
             t.try_as_plain_ram_mut()?
@@ -365,7 +364,11 @@ fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
         };
         tract_linalg::multithread::par_chunks_mut(&mut vec![(); tiles], 1, work, |first, ts| {
             // The band's depthwise output, pixel-major (unused when it goes to the tiles).
-            let mut partial = AlignedBuf::zeros(if tiled_output { 0 } else { band * lg.ow * CT });
+            let mut partial = AlignedBuf::zeros(if tiled.is_some() {
+                0
+            } else {
+                band * lg.ow * CT
+            });
             let partial = partial.as_mut_slice();
             // The left and right borders stay zero: rows are filled in their interior, zeroed
             // whole, or moved whole.
@@ -426,7 +429,7 @@ fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
                         oh: oy1 - oy0,
                         ..lg
                     };
-                    let dst = if tiled_output {
+                    let dst = if tiled.is_some() {
                         (on as *mut f32).wrapping_add((t * out_plane + oy0 * lg.ow) * CT)
                     } else {
                         partial.as_mut_ptr()
@@ -457,7 +460,7 @@ fn tiles_avx512(op: &FusedLanesConvDepthwise, x: &[f32], out: &mut [f32]) -> Tra
                                 dst,
                             )
                         }
-                        if !tiled_output {
+                        if tiled.is_none() {
                             xconv::partial_to_planes(
                                 partial.as_ptr(),
                                 (oy1 - oy0) * lg.ow,
