@@ -535,27 +535,19 @@ pub(crate) fn pointwise_lanes(
         Input::Tiles { tile_stride } => (k.div_ceil(CT) * tile_stride, CT),
     };
     assert!(x.len() >= floats);
-    let (skip, sums) = match store {
+    match store {
         Store::Planes { skip } => {
             assert_eq!(out.len(), cout * p);
             assert_eq!(skip.map_or(out.len(), |s| s.len()), out.len());
-            (skip, false)
         }
-        Store::PixelSums => {
-            assert!(out.len() == cout && p <= CHUNK_PIXELS);
-            (None, true)
-        }
-    };
+        Store::PixelSums => assert!(out.len() == cout && p <= CHUNK_PIXELS),
+    }
     let (packed, bias) = op.weights.lanes.as_ref().context("no lanes weights")?;
     let packed = packed.as_slice();
     let (lo, hi) = Clip::bounds(op.clip);
     let chunks = p.div_ceil(CHUNK_PIXELS);
     let chunk = p.div_ceil(chunks);
-    let (xp, skip, dst) = (
-        x.as_ptr() as usize,
-        skip.map(|s| s.as_ptr() as usize),
-        out.as_mut_ptr() as usize,
-    );
+    let dst = out.as_mut_ptr() as usize;
     let items = cout.div_ceil(CT) * chunks;
     let work = cout * p * k;
     tract_linalg::multithread::par_chunks_mut(&mut vec![(); items], 1, work, |first, is| {
@@ -572,7 +564,7 @@ pub(crate) fn pointwise_lanes(
             // writes only its own channels' pixels of `out`.
             unsafe {
                 pointwise_passes(
-                    (xp as *const f32).add(p0 * pixel_stride),
+                    x.as_ptr().add(p0 * pixel_stride),
                     pixels,
                     k,
                     input,
@@ -585,22 +577,21 @@ pub(crate) fn pointwise_lanes(
                     partial,
                     None,
                 );
-                if sums {
-                    partial_sums(
+                match store {
+                    Store::PixelSums => partial_sums(
                         partial.as_ptr(),
                         pixels,
                         valid,
                         (dst as *mut f32).add(t * CT),
-                    );
-                } else {
-                    partial_to_planes(
+                    ),
+                    Store::Planes { skip } => partial_to_planes(
                         partial.as_ptr(),
                         pixels,
                         valid,
                         (dst as *mut f32).add(at),
                         p,
-                        skip.map(|s| (s as *const f32).add(at)),
-                    );
+                        skip.map(|s| s[at..].as_ptr()),
+                    ),
                 }
             }
         }
