@@ -259,13 +259,8 @@ pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport>
                 ..dw.clone()
             })
         };
-        let mut patch = TypedModelPatch::default();
-        let inputs = patch.taps(model, &node.inputs)?;
-        let wire = patch.wire_node(&node.name, op, &inputs)?;
-        patch.shunt_outside(model, OutletId::new(clip_id, 0), wire[0])?;
-        patch.obliterate(id)?;
-        patch.obliterate(clip_id)?;
-        patch.apply(model)?;
+        let (name, inputs) = (node.name.clone(), node.inputs.clone());
+        replace_chain(model, &name, op, &inputs, &[id, clip_id])?;
         report.fused_clips += 1;
     }
     (report.fused_pairs, report.fused_lanes_pairs) = fuse_conv_depthwise(model)?;
@@ -307,25 +302,16 @@ fn fuse_conv_depthwise(model: &mut TypedModel) -> TractResult<(usize, usize)> {
         {
             continue;
         }
-        let conv_id = producer.id;
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, producer.inputs[0])?;
-        let lanes = lanes_pair(model, node, conv, &dw)?;
-        let wire = if let Some(op) = lanes {
+        let (conv_id, x) = (producer.id, producer.inputs[0]);
+        let (name, inputs) = (node.name.clone(), node.inputs.clone());
+        let chain = [conv_id, id];
+        if let Some(op) = lanes_pair(model, node, conv, &dw)? {
+            replace_chain(model, &name, op, &[x], &chain)?;
             small += 1;
-            patch.wire_node(&node.name, op, &[x])?
         } else if let Some(op) = FusedConvDepthwise::new(conv.clone(), dw) {
-            let kernel = patch.tap_model(model, node.inputs[1])?;
-            let bias = patch.tap_model(model, node.inputs[2])?;
+            replace_chain(model, &name, op, &[x, inputs[1], inputs[2]], &chain)?;
             fused += 1;
-            patch.wire_node(&node.name, op, &[x, kernel, bias])?
-        } else {
-            continue;
-        };
-        patch.shunt_outside(model, OutletId::new(id, 0), wire[0])?;
-        patch.obliterate(id)?;
-        patch.obliterate(conv_id)?;
-        patch.apply(model)?;
+        }
     }
     Ok((fused, small))
 }
@@ -358,18 +344,10 @@ fn fuse_projections(model: &mut TypedModel) -> TractResult<(usize, usize)> {
         let Some(op) = op.with_projection(conv.clone(), residual.is_some()) else {
             continue;
         };
-        let conv_id = succ.id;
-        let last = residual.unwrap_or(conv_id);
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, node.inputs[0])?;
-        let wire = patch.wire_node(&node.name, op, &[x])?;
-        patch.shunt_outside(model, OutletId::new(last, 0), wire[0])?;
-        patch.obliterate(id)?;
-        patch.obliterate(conv_id)?;
-        if let Some(add) = residual {
-            patch.obliterate(add)?;
-        }
-        patch.apply(model)?;
+        let mut chain = vec![id, succ.id];
+        chain.extend(residual);
+        let (name, x) = (node.name.clone(), node.inputs[0]);
+        replace_chain(model, &name, op, &[x], &chain)?;
         projections += 1;
         residuals += residual.is_some() as usize;
     }
@@ -406,17 +384,31 @@ fn fuse_pooled(model: &mut TypedModel) -> TractResult<usize> {
         if succ.outputs[0].fact.shape.as_concrete() != Some(&op.shapes().1) {
             continue;
         }
-        let reduce_id = succ.id;
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, node.inputs[0])?;
-        let wire = patch.wire_node(&node.name, op, &[x])?;
-        patch.shunt_outside(model, OutletId::new(reduce_id, 0), wire[0])?;
-        patch.obliterate(id)?;
-        patch.obliterate(reduce_id)?;
-        patch.apply(model)?;
+        let (name, x, reduce_id) = (node.name.clone(), node.inputs[0], succ.id);
+        replace_chain(model, &name, op, &[x], &[id, reduce_id])?;
         pooled += 1;
     }
     Ok(pooled)
+}
+
+/// Replaces the nodes of `chain` (each the only consumer of the one before; the last one's
+/// output is what the rest of the model reads) by one node `name` running `op` on `inputs`.
+fn replace_chain(
+    model: &mut TypedModel,
+    name: &str,
+    op: impl Into<Box<dyn TypedOp>>,
+    inputs: &[OutletId],
+    chain: &[usize],
+) -> TractResult<()> {
+    let mut patch = TypedModelPatch::default();
+    let taps = patch.taps(model, inputs)?;
+    let wire = patch.wire_node(name, op, &taps)?;
+    let last = *chain.last().context("an empty chain")?;
+    patch.shunt_outside(model, OutletId::new(last, 0), wire[0])?;
+    for &id in chain {
+        patch.obliterate(id)?;
+    }
+    patch.apply(model)
 }
 
 /// The `Add` node that is the only consumer of `conv`'s output and adds `input` to it (same
