@@ -539,6 +539,7 @@ fn matmul_table(model: &TypedModel, times: &[(String, String, f64)]) {
             )
         } else if [
             "FastConv",
+            "FastWinograd",
             "FastDepthwise",
             "FusedConvDepthwise",
             "FusedLanesConvDepthwise",

@@ -8,8 +8,8 @@
 //!    scattered into `a * a` planes `V[xi][cin][tiles]`;
 //! 3. `a * a` matrix products `M[xi] = U[xi] x V[xi]`: each is a 1x1 convolution over a plane of
 //!    `tiles` pixels, so the dense convolution's kernels run it unchanged (AVX-512: 8 channels x
-//!    3 vectors of tiles, or 24 channels x the one vector of a 7x7 plane's F(2x2) tiles; AVX2
-//!    4 x 3 vectors of 8; portable). Channels in the lanes (the
+//!    3 vectors of tiles, the last 1-4 tiles with the 8 channels in the lanes, or 24 channels x
+//!    the one vector of a 7x7 plane's F(2x2) tiles; AVX2 4 x 3 vectors of 8; portable). Channels in the lanes (the
 //!    small-plane pointwise kernel) measured slower on ResNet18 at every size;
 //! 4. output transform `Y = A^T M A`, plus the bias and the fused clamp, into the output
 //!    ([`transform`]).
@@ -492,11 +492,19 @@ fn products(
     let cout_p = w.cout_padded();
     assert!(v.len() >= xis * cin * stride && m.len() >= xis * cout_p * stride);
     let m_addr = m.as_mut_ptr() as usize;
-    let jobs = super::planes::jobs(1, p, 0, 0, isa.lanes());
+    let lanes = isa.lanes();
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && jobs.len() == 1 {
-        return products_single_vector(op, lay, v, &jobs[0], m);
+    if isa == Isa::Avx512 && p <= lanes {
+        return products_single_vector(op, lay, v, &super::planes::jobs(1, p, 0, 0, lanes)[0], m);
     }
+    // On AVX-512 the few tiles past the last whole vector (a 7x7 plane of tiles ends in one)
+    // go channels-in-lanes, where a vector along the plane would carry them in 16 lanes.
+    let tail = match p % lanes {
+        #[cfg(target_arch = "x86_64")]
+        t if isa == Isa::Avx512 && t <= super::x86::conv::TAIL_TILES => t,
+        _ => 0,
+    };
+    let jobs = super::planes::jobs(1, p - tail, 0, 0, lanes);
     let koff: Vec<u32> = (0..cin).map(|ci| (ci * stride) as u32).collect();
     let zeros = [0f32; MR];
     let work = xis * cout_p * cin * p;
@@ -530,6 +538,16 @@ fn products(
                                     0.0,
                                     0.0,
                                     group,
+                                    &outs,
+                                );
+                            }
+                            if tail > 0 {
+                                super::x86::conv::tail_pixels_avx512(
+                                    vx.as_ptr(),
+                                    &koff,
+                                    weights.as_ptr(),
+                                    p - tail,
+                                    tail,
                                     &outs,
                                 );
                             }
