@@ -158,6 +158,35 @@ fn pad_zero_and_tiny_planes() {
     }
 }
 
+/// Rows of more than 16 tiles (F(2x2) past 32 columns, F(4x4) past 64) take the transforms'
+/// general path, a vector of tiles at a time; up to 16 tiles the AVX-512 path keeps a whole
+/// row in registers. Both, with odd widths, paddings and a clamp.
+#[test]
+fn rows_of_more_than_one_vector_of_tiles() {
+    let mut rng = Rng::new(0x71e5);
+    for (h, w, pad_left, pad_right) in [(6, 40, 1, 1), (5, 33, 0, 2), (7, 70, 1, 0), (9, 31, 1, 1)]
+    {
+        let g = Geometry {
+            n: 1,
+            c: 5,
+            h,
+            w,
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            pad_top: 1,
+            pad_left,
+            pad_bottom: 1,
+            pad_right,
+        };
+        for tile in [Tile::F2, Tile::F4] {
+            let e = max_error(g, 11, tile, Some(Clip::new(0.0, 6.0)), &mut rng);
+            assert!(e < 1e-5, "{tile:?} {g:?}: error {e:e}");
+        }
+    }
+}
+
 /// The F(2x2) filter transform without `G2`'s zeros and ones gives the general product's
 /// values exactly (zeros compared by value: only their sign may differ), with and without AVX2,
 /// for channel counts that fill and that do not fill the last block of [`MR`] filters.

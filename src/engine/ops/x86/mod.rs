@@ -7,6 +7,7 @@
 pub(crate) mod conv;
 pub(crate) mod lanes;
 pub(crate) mod planes;
+pub(crate) mod winograd;
 
 /// Whether the CPU is Intel's: its cores load a broadcast once into a register faster than
 /// they fold it into each FMA, where AMD's Zen 4 is the other way round (see
