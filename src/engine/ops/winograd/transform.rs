@@ -91,23 +91,29 @@ unsafe fn input_m<const M: usize, const A: usize, const AVX512: bool>(
     let (cols, tx_n, run, phase_len) = (lay.cols, lay.tiles_x, lay.run, lay.phase_len);
     assert!(phases.len() >= M * phase_len && rows.len() >= A * A * run);
     phases.fill(0.0);
-    for q in 0..M {
-        // Input columns landing in phase q: (x + pad_left) % M == q, from index
-        // (x + pad_left) / M.
-        let x0 = (q + M - g.pad_left % M) % M;
-        if x0 >= g.w {
-            continue;
-        }
-        let i0 = (x0 + g.pad_left) / M;
-        let count = (g.w - x0).div_ceil(M);
+    // The column phases of the input rows (the padding cells stay zero).
+    #[cfg(target_arch = "x86_64")]
+    if AVX512 {
         for y in 0..g.h {
-            let src = &plane[y * g.w + x0..][..(count - 1) * M + 1];
-            let dst = &mut phases[q * phase_len + (y + g.pad_top) * cols + i0..][..count];
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = src[i * M];
-            }
+            // Safety: AVX-512F (the caller's `AVX512`); row `y + pad_top` of every phase
+            // holds `cols` floats.
+            unsafe {
+                crate::engine::ops::x86::winograd::split_row(
+                    M,
+                    plane[y * g.w..][..g.w].as_ptr(),
+                    g.w,
+                    g.pad_left,
+                    phases.as_mut_ptr().add((y + g.pad_top) * cols),
+                    phase_len,
+                    cols,
+                )
+            };
         }
+    } else {
+        split_phases::<M>(g, lay, plane, phases);
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    split_phases::<M>(g, lay, plane, phases);
     let ph = phases.as_ptr();
     let rp = rows.as_mut_ptr();
     let xi_len = g.c * lay.stride;
@@ -158,6 +164,29 @@ unsafe fn input_m<const M: usize, const A: usize, const AVX512: bool>(
             // (`stride - tiles >= RUN`); past an earlier row's, in the next row's tiles, which
             // the next `ty` overwrites.
             unsafe { transform_runs::<A, A>(src, dst, run, bt) };
+        }
+    }
+}
+
+/// The input rows into the `M` column phases, one value at a time: padded column
+/// `x + pad_left` goes to phase `(x + pad_left) % M`, index `(x + pad_left) / M`.
+fn split_phases<const M: usize>(g: &Geometry, lay: &Layout, plane: &[f32], phases: &mut [f32]) {
+    let (cols, phase_len) = (lay.cols, lay.phase_len);
+    for q in 0..M {
+        // Input columns landing in phase q: (x + pad_left) % M == q, from index
+        // (x + pad_left) / M.
+        let x0 = (q + M - g.pad_left % M) % M;
+        if x0 >= g.w {
+            continue;
+        }
+        let i0 = (x0 + g.pad_left) / M;
+        let count = (g.w - x0).div_ceil(M);
+        for y in 0..g.h {
+            let src = &plane[y * g.w + x0..][..(count - 1) * M + 1];
+            let dst = &mut phases[q * phase_len + (y + g.pad_top) * cols + i0..][..count];
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = src[i * M];
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
-//! AVX-512F kernel of the Winograd input transform
-//! ([`crate::engine::ops::winograd`]): one row of 16 tiles of one channel, `V = B^T d B` with
-//! every value in a register. The portable transform (plain Rust over `[f32; 16]` blocks)
+//! AVX-512F kernels of the Winograd transforms ([`crate::engine::ops::winograd`]): an input
+//! row split into its column phases by permutes, and one row of 16 tiles of one channel
+//! (`V = B^T d B`, or `Y = A^T M A` interleaved into the output rows) with every value in a
+//! register. The portable transform (plain Rust over `[f32; 16]` blocks)
 //! spent most of its time on its pointer arrays and the intermediate rows buffer, not on the
 //! arithmetic; the operations and their order are the same, so the sums are the same to the
 //! bit.
@@ -215,3 +216,87 @@ macro_rules! output_row {
 
 output_row!(output_row_f2, 2, 4, at2, |y: [__m512; 2]| zip2(y[0], y[1]));
 output_row!(output_row_f4, 4, 6, at4, zip4);
+
+/// Lanes `lo..hi` (clamped to `0..=16`) set.
+#[inline(always)]
+fn lane_mask(lo: isize, hi: isize) -> __mmask16 {
+    let (lo, hi) = (lo.clamp(0, 16), hi.clamp(0, 16));
+    if hi <= lo {
+        0
+    } else {
+        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+    }
+}
+
+/// One input row into the `m` column phases (padded column `x + pad_left` of the row goes to
+/// phase `(x + pad_left) % m`, index `(x + pad_left) / m`), 16 indices of every phase at a
+/// time: `m` masked loads (zeros outside the row: the padding), then permutes. Writes the
+/// first `cols` indices of each phase's row, the padding cells as zeros.
+///
+/// # Safety
+/// AVX-512F; `src` holds `w` floats; `dst + q * phase_len` holds `cols` floats for `q < m`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn split_row(
+    m: usize,
+    src: *const f32,
+    w: usize,
+    pad_left: usize,
+    dst: *mut f32,
+    phase_len: usize,
+    cols: usize,
+) {
+    unsafe {
+        for chunk in 0..cols.div_ceil(16) {
+            let at = chunk * 16;
+            let store = lane_mask(0, cols as isize - at as isize);
+            // Source column of lane 0 of the chunk's first vector.
+            let x0 = (at * m) as isize - pad_left as isize;
+            let load = |v: usize| {
+                let first = x0 + 16 * v as isize;
+                let mask = lane_mask(-first, w as isize - first);
+                _mm512_maskz_loadu_ps(mask, src.wrapping_offset(first))
+            };
+            if m == 2 {
+                let (a, b) = (load(0), load(1));
+                let even =
+                    _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                let odd =
+                    _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                _mm512_mask_storeu_ps(dst.add(at), store, _mm512_permutex2var_ps(a, even, b));
+                _mm512_mask_storeu_ps(
+                    dst.add(phase_len + at),
+                    store,
+                    _mm512_permutex2var_ps(a, odd, b),
+                );
+            } else {
+                debug_assert_eq!(m, 4);
+                let (a, b, c, d) = (load(0), load(1), load(2), load(3));
+                for q in 0..4i32 {
+                    // Elements q, q + 4, ..., q + 28 of a pair of vectors, in the low 8 lanes.
+                    let idx = _mm512_setr_epi32(
+                        q,
+                        q + 4,
+                        q + 8,
+                        q + 12,
+                        q + 16,
+                        q + 20,
+                        q + 24,
+                        q + 28,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                    );
+                    let lo = _mm512_permutex2var_ps(a, idx, b);
+                    let hi = _mm512_permutex2var_ps(c, idx, d);
+                    let phase = _mm512_shuffle_f32x4::<0x44>(lo, hi);
+                    _mm512_mask_storeu_ps(dst.add(q as usize * phase_len + at), store, phase);
+                }
+            }
+        }
+    }
+}
