@@ -230,7 +230,7 @@ impl FastConv {
             "weights for {geo:?}"
         );
         ensure!(geo.c * geo.sh * geo.sw * geo.phase_len() < u32::MAX as usize);
-        let weights = Arc::new(if isa == Isa::Avx512 && pointwise_small_fits(&geo) {
+        let weights = Arc::new(if lanes_layout(&geo, isa) {
             DenseWeights::new_lanes(cout, k, kernel, bias)
         } else {
             DenseWeights::new(cout, k, kernel, bias)
@@ -307,7 +307,7 @@ impl TypedOp for FastConv {
 /// Dense convolution of `x` (`n*cin*h*w`, NCHW) by `op` into `out` (`n*cout*oh*ow`), on `isa`
 /// (the weights repacked first when `op` holds them for another instruction set's kernels).
 pub fn dense(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) {
-    if op.weights.lanes.is_some() == (isa == Isa::Avx512 && pointwise_small_fits(&op.geo)) {
+    if op.weights.lanes.is_some() == lanes_layout(&op.geo, isa) {
         return conv_threaded(op, x, isa, out).unwrap();
     }
     let (kernel, bias) = op.weights.unpacked();
@@ -326,11 +326,48 @@ struct Prepared<'a> {
     jobs: Vec<Job>,
 }
 
+/// Whether `isa` runs the convolution `g` channels-in-lanes ([`pointwise_small`]), so its
+/// weights are packed that way.
+fn lanes_layout(g: &Geometry, isa: Isa) -> bool {
+    isa == Isa::Avx512 && pointwise_small_fits(&subsampled(g).unwrap_or(*g))
+}
+
+/// A strided, unpadded 1x1 convolution (ResNet's downsampling shortcuts) is a stride-1 one
+/// over the input's rows and columns at the stride: the geometry of that one. Copying those
+/// pixels out (a quarter of the input at stride 2) costs less than the phase planes, which
+/// copy all of it, and the stride-1 convolution reads its input in place, or channels in the
+/// lanes on a small plane.
+fn subsampled(g: &Geometry) -> Option<Geometry> {
+    let strided = g.sh > 1 || g.sw > 1;
+    let unpadded = g.pad_top + g.pad_left + g.pad_bottom + g.pad_right == 0;
+    (g.taps() == 1 && strided && unpadded).then(|| Geometry {
+        h: g.oh(),
+        w: g.ow(),
+        sh: 1,
+        sw: 1,
+        ..*g
+    })
+}
+
 fn conv_threaded(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) -> TractResult<()> {
     let g = &op.geo;
     let (oh, ow) = (g.oh(), g.ow());
     assert_eq!(x.len(), g.n * g.c * g.h * g.w);
     assert_eq!(out.len(), g.n * op.cout * oh * ow);
+    if let Some(sub) = subsampled(g) {
+        let mut picked = Vec::with_capacity(g.n * g.c * oh * ow);
+        for plane in x.chunks_exact(g.h * g.w) {
+            for oy in 0..oh {
+                let row = &plane[oy * g.sh * g.w..][..g.w];
+                picked.extend(row.iter().step_by(g.sw).take(ow));
+            }
+        }
+        let inner = FastConv {
+            geo: sub,
+            ..op.clone()
+        };
+        return conv_threaded(&inner, &picked, isa, out);
+    }
     #[cfg(target_arch = "x86_64")]
     if op.weights.lanes.is_some() {
         ensure!(
@@ -816,6 +853,56 @@ mod tests {
         assert!(lanes.packed.is_empty() && lanes.bias.is_empty());
         for w in [&blocks, &lanes] {
             assert_eq!(w.unpacked(), (kernel.clone(), bias.clone()));
+        }
+    }
+
+    /// Strided 1x1 convolutions (ResNet's shortcuts) run as stride-1 ones on the pixels at
+    /// the stride: against the definition, on small planes (channels in lanes) and larger
+    /// ones (in place), odd sizes, strides 2 and 3.
+    #[test]
+    fn strided_pointwise_matches_definition() {
+        let mut rng = Rng::new(0x5d0e);
+        for (n, cin, cout, h, w, s) in [
+            (1, 64, 40, 56, 56, 2),
+            (1, 129, 33, 14, 14, 2),
+            (2, 40, 70, 13, 15, 2),
+            (1, 17, 9, 11, 10, 3),
+        ] {
+            let g = Geometry {
+                sh: s,
+                sw: s,
+                ..Geometry::pointwise(n, cin, h, w)
+            };
+            let (oh, ow) = (g.oh(), g.ow());
+            let x = rng.uniforms(-1.0, 1.0, n * cin * h * w);
+            let wts = rng.uniforms(-0.2, 0.2, cout * cin);
+            let bias = rng.uniforms(-1.0, 1.0, cout);
+            // The definition: every output pixel reads input pixel (s * oy, s * ox).
+            let picked: Vec<f32> = x
+                .chunks_exact(h * w)
+                .flat_map(|p| {
+                    (0..oh).flat_map(move |oy| (0..ow).map(move |ox| p[s * oy * w + s * ox]))
+                })
+                .collect();
+            let want = pointwise_reference(
+                &Geometry::pointwise(n, cin, oh, ow),
+                cout,
+                &picked,
+                &wts,
+                &bias,
+                None,
+            );
+            for isa in Isa::available() {
+                let op = FastConv::for_isa(g, cout, 4, &wts, &bias, isa).unwrap();
+                let mut got = vec![f32::NAN; want.len()];
+                dense(&op, &x, isa, &mut got);
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                        "{isa:?} {g:?} -> {cout} at {i}: {a} vs {b}"
+                    );
+                }
+            }
         }
     }
 
