@@ -432,6 +432,13 @@ struct Layout {
 const RUN: usize = 16;
 
 impl Layout {
+    /// Floats between two `xi` planes of `V` or `M` of `channels` channels: a cache line more
+    /// than the channels' planes, so that the `a * a` planes a transform reads or writes
+    /// together do not fall into one L1 set (a 7x7 layer's were 64 KiB apart).
+    fn xi_len(&self, channels: usize) -> usize {
+        channels * self.stride + 16
+    }
+
     fn new(g: &Geometry, tile: Tile) -> Layout {
         let (m, a) = (tile.m(), tile.alpha());
         let (tiles_y, tiles_x) = (g.oh().div_ceil(m), g.ow().div_ceil(m));
@@ -462,8 +469,8 @@ fn run(op: &FastWinograd, x: &[f32], isa: Isa, out: &mut [f32]) -> TractResult<(
     let lay = Layout::new(g, op.tile);
     let w = &op.weights;
     let xis = lay.a * lay.a;
-    let v_len = xis * g.c * lay.stride;
-    let m_len = xis * w.cout_padded() * lay.stride;
+    let v_len = xis * lay.xi_len(g.c);
+    let m_len = xis * lay.xi_len(w.cout_padded());
     super::planes::with_buffers(v_len, m_len, |v, m| {
         for n in 0..g.n {
             let xn = &x[n * g.c * g.h * g.w..][..g.c * g.h * g.w];
@@ -490,7 +497,8 @@ fn products(
     let xis = lay.a * lay.a;
     let groups = w.groups();
     let cout_p = w.cout_padded();
-    assert!(v.len() >= xis * cin * stride && m.len() >= xis * cout_p * stride);
+    let (v_xi, m_xi_len) = (lay.xi_len(cin), lay.xi_len(cout_p));
+    assert!(v.len() >= xis * v_xi && m.len() >= xis * m_xi_len);
     let m_addr = m.as_mut_ptr() as usize;
     let lanes = isa.lanes();
     #[cfg(target_arch = "x86_64")]
@@ -515,9 +523,9 @@ fn products(
         |first, items| {
             for item in first..first + items.len() {
                 let (xi, grp) = (item / groups, item % groups);
-                let vx = &v[xi * cin * stride..][..cin * stride];
+                let vx = &v[xi * lay.xi_len(cin)..][..cin * stride];
                 let weights = &w.packed[(xi * groups + grp) * cin * MR..][..cin * MR];
-                let m_xi = (m_addr as *mut f32).wrapping_add(xi * cout_p * stride);
+                let m_xi = (m_addr as *mut f32).wrapping_add(xi * lay.xi_len(cout_p));
                 let mut outs = [std::ptr::null_mut::<f32>(); MR];
                 for j in 0..MR {
                     outs[j] = m_xi.wrapping_add((grp * MR + j) * stride);
@@ -604,7 +612,7 @@ fn products_single_vector(
         |first, items| {
             for item in first..first + items.len() {
                 let (xi, t) = (item / triples, item % triples);
-                let vx = &v[xi * cin * stride..][..cin * stride];
+                let vx = &v[xi * lay.xi_len(cin)..][..cin * stride];
                 let blocks = (groups - 3 * t).min(3);
                 let block = |b: usize| {
                     w.packed[(xi * groups + 3 * t + b) * cin * MR..][..cin * MR].as_ptr()
@@ -613,7 +621,7 @@ fn products_single_vector(
                 for (b, w) in weights.iter_mut().enumerate().take(blocks) {
                     *w = block(b);
                 }
-                let m_xi = (m_addr as *mut f32).wrapping_add(xi * cout_p * stride);
+                let m_xi = (m_addr as *mut f32).wrapping_add(xi * lay.xi_len(cout_p));
                 let mut outs = [std::ptr::null_mut::<f32>(); 3 * MR];
                 for (j, o) in outs.iter_mut().enumerate().take(blocks * MR) {
                     *o = m_xi.wrapping_add((3 * t * MR + j) * stride);

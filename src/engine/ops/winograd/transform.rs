@@ -27,7 +27,7 @@ pub(super) fn input(
     v: &mut [f32],
 ) -> TractResult<()> {
     let xis = lay.a * lay.a;
-    assert!(v.len() >= xis * g.c * lay.stride);
+    assert!(v.len() >= xis * lay.xi_len(g.c));
     let v_addr = v.as_mut_ptr() as usize;
     let work = g.c * xis * lay.tiles;
     tract_linalg::multithread::par_chunks_mut(&mut vec![(); g.c], 1, work, |first, cs| {
@@ -116,7 +116,7 @@ unsafe fn input_m<const M: usize, const A: usize, const AVX512: bool>(
     split_phases::<M>(g, lay, plane, phases);
     let ph = phases.as_ptr();
     let rp = rows.as_mut_ptr();
-    let xi_len = g.c * lay.stride;
+    let xi_len = lay.xi_len(g.c);
     // AVX-512, one vector of tiles per row: the whole tile row in registers.
     #[cfg(target_arch = "x86_64")]
     if AVX512 && run == RUN {
@@ -231,7 +231,7 @@ pub(super) fn output(
 ) -> TractResult<()> {
     let g = &op.geo;
     let (oh, ow) = (g.oh(), g.ow());
-    assert!(m.len() >= lay.a * lay.a * op.weights.cout_padded() * lay.stride);
+    assert!(m.len() >= lay.a * lay.a * lay.xi_len(op.weights.cout_padded()));
     assert_eq!(out.len(), op.cout * oh * ow);
     let out_addr = out.as_mut_ptr() as usize;
     let work = op.cout * lay.a * lay.a * lay.tiles;
@@ -272,7 +272,7 @@ unsafe fn output_avx512(args: OutputArgs, cols: &mut [f32], rows: &mut [f32], pl
     // One vector of tiles per row: the whole tile row in registers.
     let g = &op.geo;
     let (oh, ow) = (g.oh(), g.ow());
-    let xi_len = op.weights.cout_padded() * lay.stride;
+    let xi_len = lay.xi_len(op.weights.cout_padded());
     assert!(m.len() >= lay.a * lay.a * xi_len && co < op.weights.cout_padded());
     assert_eq!(plane.len(), oh * ow);
     let (lo, hi) = op
@@ -332,7 +332,7 @@ fn output_m<const M: usize, const A: usize>(
     let g = &op.geo;
     let (oh, ow) = (g.oh(), g.ow());
     let (tx_n, run, stride) = (lay.tiles_x, lay.run, lay.stride);
-    let xi_len = op.weights.cout_padded() * stride;
+    let xi_len = lay.xi_len(op.weights.cout_padded());
     // Every run below reads at most `(A * A - 1) * xi_len + co * stride + tiles + RUN` floats.
     assert!(m.len() >= A * A * xi_len && co < op.weights.cout_padded());
     assert!(cols.len() >= M * A * run && rows.len() >= M * run);
