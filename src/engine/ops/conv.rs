@@ -841,6 +841,16 @@ mod tests {
     use super::*;
     use crate::engine::ops::testing::{pointwise_reference, Rng};
 
+    /// Every output within 1e-5 of the definition's (relative past magnitude 1).
+    fn assert_close(got: &[f32], want: &[f32], case: &str) {
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{case} at {i}: {a} vs {b}"
+            );
+        }
+    }
+
     #[test]
     fn weights_are_held_in_one_layout_and_unpack_to_the_kernel() {
         let mut rng = Rng::new(0x1a7e5);
@@ -896,12 +906,7 @@ mod tests {
                 let op = FastConv::for_isa(g, cout, 4, &wts, &bias, isa).unwrap();
                 let mut got = vec![f32::NAN; want.len()];
                 dense(&op, &x, isa, &mut got);
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-                        "{isa:?} {g:?} -> {cout} at {i}: {a} vs {b}"
-                    );
-                }
+                assert_close(&got, &want, &format!("{isa:?} {g:?} -> {cout}"));
             }
         }
     }
@@ -939,12 +944,8 @@ mod tests {
                     for isa in Isa::available() {
                         let mut got = vec![f32::NAN; want.len()];
                         dense(&op, &x, isa, &mut got);
-                        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                            assert!(
-                                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-                                "{isa:?} way {way} {g:?} -> {cout} {clip:?} at {i}: {a} vs {b}"
-                            );
-                        }
+                        let case = format!("{isa:?} way {way} {g:?} -> {cout} {clip:?}");
+                        assert_close(&got, &want, &case);
                     }
                 }
                 #[cfg(target_arch = "x86_64")]

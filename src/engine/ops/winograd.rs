@@ -9,8 +9,9 @@
 //! 3. `a * a` matrix products `M[xi] = U[xi] x V[xi]`: each is a 1x1 convolution over a plane of
 //!    `tiles` pixels, so the dense convolution's kernels run it unchanged (AVX-512: 8 channels x
 //!    3 vectors of tiles, the last 1-4 tiles with the 8 channels in the lanes, or 24 channels x
-//!    the one vector of a 7x7 plane's F(2x2) tiles; AVX2 4 x 3 vectors of 8; portable). Channels in the lanes (the
-//!    small-plane pointwise kernel) measured slower on ResNet18 at every size;
+//!    the one vector of a 7x7 plane's F(2x2) tiles; AVX2 4 x 3 vectors of 8; portable).
+//!    Channels in the lanes (the small-plane pointwise kernel) measured slower on ResNet18 at
+//!    every size;
 //! 4. output transform `Y = A^T M A`, plus the bias and the fused clamp, into the output
 //!    ([`transform`]).
 //!
@@ -497,8 +498,8 @@ fn products(
     let xis = lay.a * lay.a;
     let groups = w.groups();
     let cout_p = w.cout_padded();
-    let (v_xi, m_xi_len) = (lay.xi_len(cin), lay.xi_len(cout_p));
-    assert!(v.len() >= xis * v_xi && m.len() >= xis * m_xi_len);
+    let (v_xi_len, m_xi_len) = (lay.xi_len(cin), lay.xi_len(cout_p));
+    assert!(v.len() >= xis * v_xi_len && m.len() >= xis * m_xi_len);
     let m_addr = m.as_mut_ptr() as usize;
     let lanes = isa.lanes();
     #[cfg(target_arch = "x86_64")]
@@ -523,9 +524,9 @@ fn products(
         |first, items| {
             for item in first..first + items.len() {
                 let (xi, grp) = (item / groups, item % groups);
-                let vx = &v[xi * lay.xi_len(cin)..][..cin * stride];
+                let vx = &v[xi * v_xi_len..][..cin * stride];
                 let weights = &w.packed[(xi * groups + grp) * cin * MR..][..cin * MR];
-                let m_xi = (m_addr as *mut f32).wrapping_add(xi * lay.xi_len(cout_p));
+                let m_xi = (m_addr as *mut f32).wrapping_add(xi * m_xi_len);
                 let mut outs = [std::ptr::null_mut::<f32>(); MR];
                 for j in 0..MR {
                     outs[j] = m_xi.wrapping_add((grp * MR + j) * stride);
@@ -601,6 +602,7 @@ fn products_single_vector(
     let (cin, stride) = (w.cin, lay.stride);
     let xis = lay.a * lay.a;
     let (groups, cout_p) = (w.groups(), w.cout_padded());
+    let (v_xi_len, m_xi_len) = (lay.xi_len(cin), lay.xi_len(cout_p));
     let triples = groups.div_ceil(3);
     let m_addr = m.as_mut_ptr() as usize;
     let koff: Vec<u32> = (0..cin).map(|ci| (ci * stride) as u32).collect();
@@ -612,7 +614,7 @@ fn products_single_vector(
         |first, items| {
             for item in first..first + items.len() {
                 let (xi, t) = (item / triples, item % triples);
-                let vx = &v[xi * lay.xi_len(cin)..][..cin * stride];
+                let vx = &v[xi * v_xi_len..][..cin * stride];
                 let blocks = (groups - 3 * t).min(3);
                 let block = |b: usize| {
                     w.packed[(xi * groups + 3 * t + b) * cin * MR..][..cin * MR].as_ptr()
@@ -621,7 +623,7 @@ fn products_single_vector(
                 for (b, w) in weights.iter_mut().enumerate().take(blocks) {
                     *w = block(b);
                 }
-                let m_xi = (m_addr as *mut f32).wrapping_add(xi * lay.xi_len(cout_p));
+                let m_xi = (m_addr as *mut f32).wrapping_add(xi * m_xi_len);
                 let mut outs = [std::ptr::null_mut::<f32>(); 3 * MR];
                 for (j, o) in outs.iter_mut().enumerate().take(blocks * MR) {
                     *o = m_xi.wrapping_add((3 * t * MR + j) * stride);

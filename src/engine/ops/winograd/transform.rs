@@ -69,7 +69,8 @@ unsafe fn input_avx2(args: InputArgs, phases: &mut [f32], rows: &mut [f32]) {
 }
 
 /// # Safety
-/// `V` (at `args.4`) holds `a * a * c * stride` floats; no other thread writes channel `ci`'s.
+/// `V` (at `args.4`) holds `a * a` planes of `Layout::xi_len(c)` floats; no other thread
+/// writes channel `ci`'s.
 #[inline(always)]
 unsafe fn input_channel<const AVX512: bool>(args: InputArgs, phases: &mut [f32], rows: &mut [f32]) {
     unsafe {
@@ -259,6 +260,13 @@ pub(super) fn output(
     })
 }
 
+/// The range every output is clamped to: the fused clamp's, or all of `f32` without one.
+fn clamp_range(op: &FastWinograd) -> (f32, f32) {
+    op.clip
+        .map(|c| (c.lo(), c.hi()))
+        .unwrap_or((f32::NEG_INFINITY, f32::INFINITY))
+}
+
 /// What one channel's output transform reads: the op, the layout, `M`, the channel.
 type OutputArgs<'a> = (&'a FastWinograd, &'a Layout, &'a [f32], usize);
 
@@ -275,10 +283,7 @@ unsafe fn output_avx512(args: OutputArgs, cols: &mut [f32], rows: &mut [f32], pl
     let xi_len = lay.xi_len(op.weights.cout_padded());
     assert!(m.len() >= lay.a * lay.a * xi_len && co < op.weights.cout_padded());
     assert_eq!(plane.len(), oh * ow);
-    let (lo, hi) = op
-        .clip
-        .map(|c| (c.lo(), c.hi()))
-        .unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let (lo, hi) = clamp_range(op);
     for ty in 0..lay.tiles_y {
         let row = crate::engine::ops::x86::winograd::OutputRow {
             m: m.as_ptr().wrapping_add(co * lay.stride + ty * lay.tiles_x),
@@ -337,10 +342,7 @@ fn output_m<const M: usize, const A: usize>(
     assert!(m.len() >= A * A * xi_len && co < op.weights.cout_padded());
     assert!(cols.len() >= M * A * run && rows.len() >= M * run);
     let bias = op.weights.bias[co];
-    let (lo, hi) = op
-        .clip
-        .map(|c| (c.lo(), c.hi()))
-        .unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let (lo, hi) = clamp_range(op);
     let (mp, cp, rp) = (m.as_ptr(), cols.as_mut_ptr(), rows.as_mut_ptr());
     for ty in 0..lay.tiles_y {
         let first = co * stride + ty * tx_n;
