@@ -1,5 +1,6 @@
-//! EfficientNet-Lite0's convolution layers one by one, on our kernels alone: the median thread
-//! CPU time of many runs per layer (steadier than a whole-model profile on a shared machine).
+//! EfficientNet-Lite0's convolution layers (and ResNet18's that are not Winograd) one by one,
+//! on our kernels alone: the median thread CPU time of many runs per layer (steadier than a
+//! whole-model profile on a shared machine).
 //!
 //! ```text
 //! cargo run --release --example layer_bench -- [--runs N] [--filter TEXT] [--cold]
@@ -64,6 +65,11 @@ const LAYERS: &[(&str, usize, usize, usize, usize, usize)] = &[
     ("dw", 1152, 1152, 7, 3, 1),
     ("pw", 1152, 320, 7, 1, 1),
     ("pw", 320, 1280, 7, 1, 1),
+    // ResNet18's convolutions that are not Winograd (symmetric padding).
+    ("rn", 3, 64, 224, 7, 2),
+    ("rn", 64, 128, 56, 3, 2),
+    ("rn", 128, 256, 28, 3, 2),
+    ("rn", 256, 512, 14, 3, 2),
 ];
 
 /// One layer on fixed inputs, writing into the output it is given.
@@ -101,7 +107,9 @@ fn main() {
     let mut total = 0.0;
     for &(kind, cin, cout, size, k, s) in LAYERS {
         let pad = (k - 1) / 2;
-        let (pt, pb) = if s == 2 {
+        let (pt, pb) = if kind == "rn" {
+            (pad, pad)
+        } else if s == 2 {
             (pad.saturating_sub(1), pad)
         } else {
             (pad, pad)

@@ -329,24 +329,71 @@ struct Prepared<'a> {
 /// Whether `isa` runs the convolution `g` channels-in-lanes ([`pointwise_small`]), so its
 /// weights are packed that way.
 fn lanes_layout(g: &Geometry, isa: Isa) -> bool {
-    isa == Isa::Avx512 && pointwise_small_fits(&subsampled(g).unwrap_or(*g))
+    isa == Isa::Avx512 && pointwise_small_fits(&unfolded(g, isa).unwrap_or(*g))
 }
 
-/// A strided, unpadded 1x1 convolution (ResNet's downsampling shortcuts) is a stride-1 one
-/// over the input's rows and columns at the stride: the geometry of that one. Copying those
-/// pixels out (a quarter of the input at stride 2) costs less than the phase planes, which
-/// copy all of it, and the stride-1 convolution reads its input in place, or channels in the
-/// lanes on a small plane.
-fn subsampled(g: &Geometry) -> Option<Geometry> {
+/// The convolution `g` as a 1x1, stride-1, unpadded one over its input unfolded by [`unfold`]
+/// (one plane per input channel and tap), where that runs faster than the phase planes:
+/// - a strided, unpadded 1x1 convolution (ResNet's downsampling shortcuts): copying out the
+///   pixels at the stride (a quarter of the input at stride 2) costs less than the phase
+///   planes, which copy all of it, and the stride-1 convolution reads them in place, or
+///   channels in the lanes on a small plane;
+/// - on AVX-512, any other convolution onto a small plane (ResNet18's stride-2 3x3 onto 14x14
+///   and 7x7): vectors along such a plane are partly empty (7 of 16 lanes per row of 7, or a
+///   wasted column per row run flat), while the channels-in-lanes kernel fills every lane;
+///   the copy (`taps` planes per input channel, 2.25x the input at stride 2) costs a few
+///   percent of the products.
+fn unfolded(g: &Geometry, isa: Isa) -> Option<Geometry> {
     let strided = g.sh > 1 || g.sw > 1;
-    let unpadded = g.pad_top + g.pad_left + g.pad_bottom + g.pad_right == 0;
-    (g.taps() == 1 && strided && unpadded).then(|| Geometry {
-        h: g.oh(),
-        w: g.ow(),
-        sh: 1,
-        sw: 1,
-        ..*g
-    })
+    let shortcut = g.taps() == 1 && strided && g.unpadded();
+    let small = isa == Isa::Avx512 && g.taps() > 1 && g.oh() * g.ow() <= SMALL_PLANE;
+    (shortcut || small).then(|| Geometry::pointwise(g.n, g.c * g.taps(), g.oh(), g.ow()))
+}
+
+/// `x` (NCHW over `g`) unfolded: for every batch item, input channel `ci` and tap `t = ky * kw
+/// + kx`, in that order (the order of an OIHW kernel's `K`), the `oh * ow` plane of the pixels
+/// the outputs read through that tap, zeros where it falls in the padding.
+fn unfold(g: &Geometry, isa: Isa, x: &[f32]) -> Vec<f32> {
+    let (oh, ow) = (g.oh(), g.ow());
+    let mut unfolded = Vec::with_capacity(g.n * g.c * g.taps() * oh * ow);
+    if g.taps() == 1 && g.unpadded() {
+        // Tap 0 is the pixel at the stride: picked straight from the input.
+        for plane in x.chunks_exact(g.h * g.w) {
+            for oy in 0..oh {
+                let row = &plane[oy * g.sh * g.w..][..g.w];
+                unfolded.extend(row.iter().step_by(g.sw).take(ow));
+            }
+        }
+        return unfolded;
+    }
+    // Through one channel's phase planes (zero-padded, split by the stride), where every tap's
+    // pixels are rows of `ow` at the phase width apart.
+    let setup = PlaneSetup::new(g, isa.lanes());
+    let mut phases = vec![0f32; g.sh * g.sw * setup.phase_len];
+    super::planes::clear_padding(&setup, &mut phases, 0.0);
+    for plane in x.chunks_exact(g.h * g.w) {
+        fill_phases(isa, &setup, plane, &mut phases);
+        for &tap in &setup.tap_offsets {
+            for oy in 0..oh {
+                unfolded.extend_from_slice(&phases[tap + oy * setup.wq..][..ow]);
+            }
+        }
+    }
+    unfolded
+}
+
+/// One input plane into its phase planes `dst` (whose padding cells stay as they are).
+fn fill_phases(isa: Isa, setup: &PlaneSetup, plane: &[f32], dst: &mut [f32]) {
+    // Safety: the features were detected for this `Isa`.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => super::x86::planes::fill_avx512(setup, plane, dst),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => super::x86::planes::fill_avx2(setup, plane, dst),
+            _ => super::planes::fill_portable(setup, plane, dst),
+        }
+    }
 }
 
 fn conv_threaded(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) -> TractResult<()> {
@@ -354,19 +401,13 @@ fn conv_threaded(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) -> TractRe
     let (oh, ow) = (g.oh(), g.ow());
     assert_eq!(x.len(), g.n * g.c * g.h * g.w);
     assert_eq!(out.len(), g.n * op.cout * oh * ow);
-    if let Some(sub) = subsampled(g) {
-        let mut picked = Vec::with_capacity(g.n * g.c * oh * ow);
-        for plane in x.chunks_exact(g.h * g.w) {
-            for oy in 0..oh {
-                let row = &plane[oy * g.sh * g.w..][..g.w];
-                picked.extend(row.iter().step_by(g.sw).take(ow));
-            }
-        }
+    if let Some(inner) = unfolded(g, isa) {
+        let unfolded = unfold(g, isa, x);
         let inner = FastConv {
-            geo: sub,
+            geo: inner,
             ..op.clone()
         };
-        return conv_threaded(&inner, &picked, isa, out);
+        return conv_threaded(&inner, &unfolded, isa, out);
     }
     #[cfg(target_arch = "x86_64")]
     if op.weights.lanes.is_some() {
@@ -431,10 +472,7 @@ fn conv_threaded(op: &FastConv, x: &[f32], isa: Isa, out: &mut [f32]) -> TractRe
 
 /// A 1x1, stride-1, unpadded convolution: it reads its input in place (no phase planes).
 fn reads_in_place(g: &Geometry) -> bool {
-    g.taps() == 1
-        && g.sh == 1
-        && g.sw == 1
-        && g.pad_top + g.pad_left + g.pad_bottom + g.pad_right == 0
+    g.taps() == 1 && g.sh == 1 && g.sw == 1 && g.unpadded()
 }
 
 /// A dense convolution run one weight block ([`MR`] output channels) at a time into a small
@@ -511,12 +549,7 @@ impl<'a> BlockRunner<'a> {
 /// plane (7x7 in EfficientNet-Lite0's last stages), where vectors along the plane would be
 /// mostly empty.
 pub(crate) fn pointwise_small_fits(g: &Geometry) -> bool {
-    g.kh == 1
-        && g.kw == 1
-        && g.sh == 1
-        && g.sw == 1
-        && g.pad_top + g.pad_left + g.pad_bottom + g.pad_right == 0
-        && g.h * g.w <= SMALL_PLANE
+    g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.unpadded() && g.h * g.w <= SMALL_PLANE
 }
 
 /// A small-plane pointwise convolution with output channels in the vector lanes: tiles of
@@ -667,16 +700,7 @@ fn run_batch(
         for ci in 0..if direct { 0 } else { g.c } {
             let plane = &src[ci * in_plane..][..in_plane];
             let dst = &mut scratch[ci * channel_len..][..channel_len];
-            // Safety: the features were detected for this `Isa`.
-            unsafe {
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => super::x86::planes::fill_avx512(&prepared.setup, plane, dst),
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => super::x86::planes::fill_avx2(&prepared.setup, plane, dst),
-                    _ => super::planes::fill_portable(&prepared.setup, plane, dst),
-                }
-            }
+            fill_phases(isa, &prepared.setup, plane, dst);
         }
         let out_n = &mut out[n * op.cout * out_plane..][..op.cout * out_plane];
         // Where output channel `co` goes: its plane (row layout), its flat plane, or the spare.

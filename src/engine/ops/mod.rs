@@ -194,6 +194,11 @@ impl Geometry {
     pub(crate) fn taps(&self) -> usize {
         self.kh * self.kw
     }
+
+    /// No zero rows or columns on any side.
+    pub(crate) fn unpadded(&self) -> bool {
+        self.pad_top + self.pad_left + self.pad_bottom + self.pad_right == 0
+    }
 }
 
 /// Widest vector any path uses, in f32 lanes.

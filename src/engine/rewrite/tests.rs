@@ -493,6 +493,31 @@ fn dense_matches_tract() {
         (1, 1),
         ([1, 1], [1, 1]),
     );
+    // Onto small planes (AVX-512 unfolds the input and runs channels in the lanes): ResNet18's
+    // stride-2 3x3 onto 7x7 (K = 2304: many input passes) with output channels past a tile,
+    // and onto 14x13 with asymmetric padding.
+    dense_vs_tract(
+        &mut seed,
+        1,
+        256,
+        72,
+        14,
+        14,
+        (3, 3),
+        (2, 2),
+        ([1, 1], [1, 1]),
+    );
+    dense_vs_tract(
+        &mut seed,
+        2,
+        40,
+        33,
+        28,
+        25,
+        (3, 3),
+        (2, 2),
+        ([0, 1], [1, 1]),
+    );
 }
 
 #[test]
