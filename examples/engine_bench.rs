@@ -493,7 +493,7 @@ fn profiles(a: &Args, x: &[f32]) {
         let before = profile(&plain, x, runs, a.cpu_time);
         let after = profile(&ours, x, runs, a.cpu_time);
         println!(
-            "## Per-op profile, {name} ({} ms per run, mean of {runs} runs, 1 thread; rewrite: {} dense conv ({} of them Winograd), {} depthwise ({} Pad folded), {} max-pool replaced, {} ReLU/ReLU6 fused, {} conv+depthwise pairs fused ({} channels in lanes, {} with their projection, {} with its residual add), {} fused with a pool's sum, {} convolutions left to tract)",
+            "## Per-op profile, {name} ({} ms per run, mean of {runs} runs, 1 thread; rewrite: {} dense conv ({} of them Winograd), {} depthwise ({} Pad folded), {} max-pool replaced, {} ReLU/ReLU6 fused, {} residual adds fused into Winograd, {} conv+depthwise pairs fused ({} channels in lanes, {} with their projection, {} with its residual add), {} fused with a pool's sum, {} convolutions left to tract)",
             if a.cpu_time { "thread CPU" } else { "wall" },
             typed_report.dense + typed_report.winograd,
             typed_report.winograd,
@@ -501,6 +501,7 @@ fn profiles(a: &Args, x: &[f32]) {
             typed_report.folded_pads,
             report.maxpools,
             report.fused_clips,
+            report.winograd_residuals,
             report.fused_pairs + report.fused_lanes_pairs,
             report.fused_lanes_pairs,
             report.fused_projections,

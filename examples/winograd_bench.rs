@@ -66,7 +66,7 @@ fn main() {
         let mut row = format!("| {c} @ {hw}x{hw} | {t_direct:.3} |");
         for tile in [Tile::F2, Tile::F4] {
             let op = FastWinograd::new(g, c, 4, tile, &k, &b).unwrap();
-            let t = median_ms(runs, || winograd(&op, &x, isa, &mut out));
+            let t = median_ms(runs, || winograd(&op, &x, None, isa, &mut out));
             row += &format!(" {t:.3} ({:.2}x) |", t / t_direct);
         }
         // What the rewrite pays at load: the filter transform (and packing) of one layer.

@@ -9,16 +9,17 @@
 //! `kernel_fmt`) and checked against the node's facts, so a tract upgrade that changes them
 //! fails the engine tests instead of silently leaving convolutions to tract.
 //!
-//! [`rewrite_optimized`] runs after `into_optimized()`: `OptMaxPool` nodes become
-//! [`FastMaxPool`], and a ReLU6 (`OptBinChain(Max+Min)` against two scalar constants) or ReLU
-//! (`OptMaxByScalar`) that is the only consumer of one of our convolutions is folded into it
-//! as a clamp (tract only forms those chains while optimising); then a [`FastDepthwise`] fed by a
-//! 1x1 [`FastConv`] becomes one [`FusedLanesConvDepthwise`] where that gains (AVX-512, constant
-//! depthwise weights), else one [`FusedConvDepthwise`]; a 1x1 [`FastConv`] after a
-//! [`FusedLanesConvDepthwise`] (the block's projection), with the residual `Add` after it, is
-//! folded into that op too, and a small-plane 1x1 [`FastConv`] summed over its plane by a
-//! `Reduce<Sum>` (a global average pool) becomes one [`PooledConv`]. Everything else stays
-//! with tract.
+//! [`rewrite_optimized`] runs after `into_optimized()`: `OptMaxPool` nodes become [`FastMaxPool`],
+//! and a ReLU6 (`OptBinChain(Max+Min)` against two scalar constants) or ReLU (`OptMaxByScalar`)
+//! that is the only consumer of one of our convolutions is folded into it as a clamp (tract only
+//! forms those chains while optimising); a residual `Add` (with the ReLU tract chains after it)
+//! that is the only consumer of a [`FastWinograd`] is folded into that op's output transform; then
+//! a [`FastDepthwise`] fed by a 1x1 [`FastConv`] becomes one [`FusedLanesConvDepthwise`] where that
+//! gains (AVX-512, constant depthwise weights), else one [`FusedConvDepthwise`]; a 1x1 [`FastConv`]
+//! after a [`FusedLanesConvDepthwise`] (the block's projection), with the residual `Add` after it,
+//! is folded into that op too, and a small-plane 1x1 [`FastConv`] summed over its plane by a
+//! `Reduce<Sum>` (a global average pool) becomes one [`PooledConv`]. Everything else stays with
+//! tract.
 
 use std::sync::Arc;
 
@@ -70,6 +71,8 @@ pub struct OptimizedReport {
     /// Small-plane 1x1 [`FastConv`]s and the `Reduce<Sum>` over their plane, now one
     /// [`PooledConv`].
     pub pooled: usize,
+    /// Residual `Add`s (and the ReLU after them) folded into the [`FastWinograd`] before them.
+    pub winograd_residuals: usize,
 }
 
 /// Which of the engine's ops [`rewrite_typed_with`] may use.
@@ -209,9 +212,10 @@ fn with_pads(mut geo: Geometry, pads: [usize; 4]) -> Geometry {
     geo
 }
 
-/// Replaces the `OptMaxPool` nodes of an optimised model that [`FastMaxPool`] supports, and
-/// folds into each [`FastConv`] / [`FastWinograd`] / [`FastDepthwise`] the ReLU or ReLU6 that
-/// is its only consumer. Other nodes are left alone.
+/// Replaces the `OptMaxPool` nodes of an optimised model that [`FastMaxPool`] supports, folds
+/// into each [`FastConv`] / [`FastWinograd`] / [`FastDepthwise`] the ReLU or ReLU6 that is its
+/// only consumer (into a [`FastWinograd`] also a residual `Add` and its ReLU), and fuses the
+/// pairs and chains described in the module's documentation. Other nodes are left alone.
 pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport> {
     let mut report = OptimizedReport::default();
     let pools: Vec<usize> = model
@@ -263,11 +267,13 @@ pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport>
         replace_chain(model, &name, op, &inputs, &[id, clip_id])?;
         report.fused_clips += 1;
     }
+    report.winograd_residuals = fuse_winograd_residuals(model)?;
     (report.fused_pairs, report.fused_lanes_pairs) = fuse_conv_depthwise(model)?;
     (report.fused_projections, report.fused_residuals) = fuse_projections(model)?;
     report.pooled = fuse_pooled(model)?;
     if report.maxpools
         + report.fused_clips
+        + report.winograd_residuals
         + report.fused_pairs
         + report.fused_lanes_pairs
         + report.pooled
@@ -276,6 +282,93 @@ pub fn rewrite_optimized(model: &mut TypedModel) -> TractResult<OptimizedReport>
         model.compact()?;
     }
     Ok(report)
+}
+
+/// Folds into each [`FastWinograd`] without a clamp the residual `Add` that is its only
+/// consumer (ResNet's shortcut: the other operand has the output's shape), with the ReLU
+/// tract chained after it (`OptBinChain(Add+Max)` against a scalar constant) or without one
+/// (`OptAddUnicast`); the sum then never makes a trip through memory of its own. Returns how
+/// many.
+fn fuse_winograd_residuals(model: &mut TypedModel) -> TractResult<usize> {
+    let convs: Vec<usize> = model
+        .nodes
+        .iter()
+        .filter(|n| {
+            n.op_as::<FastWinograd>()
+                .is_some_and(|c| c.clip.is_none() && !c.residual)
+        })
+        .map(|n| n.id)
+        .collect();
+    let mut fused = 0;
+    for id in convs {
+        let node = model.node(id);
+        let Some((add_id, skip, clip)) = residual_after(model, node)? else {
+            continue;
+        };
+        let mut op = node.op_as::<FastWinograd>().unwrap().clone();
+        op.residual = true;
+        op.clip = clip;
+        let (name, x) = (node.name.clone(), node.inputs[0]);
+        replace_chain(model, &name, op, &[x, skip], &[id, add_id])?;
+        fused += 1;
+    }
+    Ok(fused)
+}
+
+/// The node that is the only consumer of `conv`'s output and adds to it another f32 tensor of
+/// its shape, then clamps the sum from below by a scalar constant or not at all: the node, the
+/// other operand, the clamp.
+fn residual_after(
+    model: &TypedModel,
+    conv: &TypedNode,
+) -> TractResult<Option<(usize, OutletId, Option<Clip>)>> {
+    use tract_linalg::multithread::BShare;
+    use tract_linalg::BinOp;
+    use tract_onnx::tract_core::ops::binary::{OptBinChain, OptBinUnicast};
+    use tract_onnx::tract_core::ops::math::Add;
+    let out = OutletId::new(conv.id, 0);
+    if model.outputs.contains(&out) {
+        return Ok(None);
+    }
+    let Some(succ) = model.single_succ(conv.id)? else {
+        return Ok(None);
+    };
+    let clip = if let Some(chain) = succ.op_as::<OptBinChain>() {
+        // `max(a + b, c)`: input 0 is `a`, input `i + 1` step `i`'s operand.
+        let [add, max] = &chain.steps[..] else {
+            return Ok(None);
+        };
+        let add_then_max = add.linalg_op == BinOp::Add
+            && add.share == BShare::Lockstep
+            && max.linalg_op == BinOp::Max
+            && max.share == BShare::PerBlock;
+        let lo = succ.inputs.get(2).and_then(|&c| scalar_const(model, c));
+        match lo {
+            Some(lo) if add_then_max && succ.inputs.len() == 3 && !lo.is_nan() => {
+                Some(Clip::new(lo, f32::INFINITY))
+            }
+            _ => return Ok(None),
+        }
+    } else if succ
+        .op_as::<OptBinUnicast>()
+        .is_some_and(|u| u.binop.is::<Add>() && succ.inputs.len() == 2)
+    {
+        None
+    } else {
+        return Ok(None);
+    };
+    let skip = match succ.inputs[..2] {
+        [a, b] if a == out && b != out => b,
+        [a, b] if b == out && a != out => a,
+        _ => return Ok(None),
+    };
+    let shape = &conv.outputs[0].fact.shape;
+    let skip_fact = model.outlet_fact(skip)?;
+    let fits = skip_fact.datum_type == f32::datum_type()
+        && skip_fact.shape == *shape
+        && succ.outputs[0].fact.shape == *shape
+        && succ.outputs[0].fact.datum_type == f32::datum_type();
+    Ok(fits.then_some((succ.id, skip, clip)))
 }
 
 /// Replaces each [`FastDepthwise`] whose input is a [`FastConv`] with no other consumer by one
@@ -695,14 +788,7 @@ fn fusable_clip(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(usi
     if succ.inputs.len() != arity || succ.inputs[0] != OutletId::new(node.id, 0) {
         return Ok(None);
     }
-    let scalar = |outlet: OutletId| -> Option<f32> {
-        let fact = model.outlet_fact(outlet).ok()?;
-        let konst = fact.konst.as_ref()?;
-        if konst.len() != 1 || konst.datum_type() != f32::datum_type() {
-            return None;
-        }
-        konst.cast_to_scalar::<f32>().ok()
-    };
+    let scalar = |outlet: OutletId| scalar_const(model, outlet);
     let hi = if arity == 3 {
         scalar(succ.inputs[2])
     } else {
@@ -717,6 +803,16 @@ fn fusable_clip(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(usi
         return Ok(None);
     }
     Ok(Some((succ.id, Clip::new(lo, hi))))
+}
+
+/// The value of `outlet` if it is a constant f32 with one element.
+fn scalar_const(model: &TypedModel, outlet: OutletId) -> Option<f32> {
+    let fact = model.outlet_fact(outlet).ok()?;
+    let konst = fact.konst.as_ref()?;
+    if konst.len() != 1 || konst.datum_type() != f32::datum_type() {
+        return None;
+    }
+    konst.cast_to_scalar::<f32>().ok()
 }
 
 /// A constant zero `Pad` on the two spatial axes only producing `outlet` for one consumer: its

@@ -70,8 +70,9 @@ impl TractEngine {
         if options.rewrite {
             let report = rewrite::rewrite_optimized(&mut model).map_err(internal)?;
             log::debug!(
-                "engine rewrite: {} activations fused, {} max-pools, {} conv+depthwise pairs fused ({} channels in lanes, {} with their projection, {} with its residual add), {} convolutions fused with a pool's sum",
+                "engine rewrite: {} activations fused, {} residual adds fused into Winograd, {} max-pools, {} conv+depthwise pairs fused ({} channels in lanes, {} with their projection, {} with its residual add), {} convolutions fused with a pool's sum",
                 report.fused_clips,
+                report.winograd_residuals,
                 report.maxpools,
                 report.fused_pairs + report.fused_lanes_pairs,
                 report.fused_lanes_pairs,

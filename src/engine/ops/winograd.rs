@@ -12,8 +12,9 @@
 //!    the one vector of a 7x7 plane's F(2x2) tiles; AVX2 4 x 3 vectors of 8; portable).
 //!    Channels in the lanes (the small-plane pointwise kernel) measured slower on ResNet18 at
 //!    every size;
-//! 4. output transform `Y = A^T M A`, plus the bias and the fused clamp, into the output
-//!    ([`transform`]).
+//! 4. output transform `Y = A^T M A`, plus the bias, the fused residual (a second input of
+//!    the output's shape: ResNet's shortcut, added before the clamp) and the fused clamp, into
+//!    the output ([`transform`]).
 //!
 //! F(2x2) multiplies 2.25x less than the direct convolution, F(4x4) 4x less but with larger
 //! rounding errors (its transforms scale by up to 8 and 1/24); the tests bound both against an
@@ -257,8 +258,8 @@ impl std::fmt::Debug for WinogradWeights {
 }
 
 /// tract op: a dense 3x3 stride-1 convolution of an f32 CHW (`rank == 3`) or NCHW
-/// (`rank == 4`) tensor by Winograd's algorithm, with weights held by the op and an optional
-/// fused clamp (ReLU, ReLU6). Any padding.
+/// (`rank == 4`) tensor by Winograd's algorithm, with weights held by the op, an optional
+/// fused residual add and an optional fused clamp (ReLU, ReLU6). Any padding.
 #[derive(Debug, Clone)]
 pub struct FastWinograd {
     /// The convolution over each input plane (`geo.c` input channels, 3x3, stride 1).
@@ -271,6 +272,9 @@ pub struct FastWinograd {
     pub tile: Tile,
     /// A clamp fused from a following ReLU / ReLU6.
     pub clip: Option<Clip>,
+    /// A residual `Add` fused in: the op takes a second input of the output's shape and adds
+    /// it to every output (after the bias, before the clamp, as the unfused graph rounds).
+    pub residual: bool,
     weights: Arc<WinogradWeights>,
 }
 
@@ -281,6 +285,7 @@ impl PartialEq for FastWinograd {
             && self.rank == other.rank
             && self.tile == other.tile
             && self.clip == other.clip
+            && self.residual == other.residual
             && (Arc::ptr_eq(&self.weights, &other.weights)
                 || (self.weights.packed == other.weights.packed
                     && self.weights.bias == other.weights.bias))
@@ -296,6 +301,7 @@ impl std::hash::Hash for FastWinograd {
         self.rank.hash(state);
         self.tile.hash(state);
         self.clip.hash(state);
+        self.residual.hash(state);
     }
 }
 
@@ -336,6 +342,7 @@ impl FastWinograd {
             rank,
             tile,
             clip: None,
+            residual: false,
             weights: Arc::new(weights),
         })
     }
@@ -354,11 +361,12 @@ impl Op for FastWinograd {
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.geo;
         Ok(vec![format!(
-            "{}->{} 3x3 {:?} {}{}",
+            "{}->{} 3x3 {:?} {}{}{}",
             g.c,
             self.cout,
             self.tile,
             g.describe_padding(),
+            if self.residual { " + residual" } else { "" },
             describe_clip(self.clip)
         )])
     }
@@ -374,10 +382,25 @@ impl EvalOp for FastWinograd {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = args_1!(inputs);
         let (input_shape, output_shape) = self.shapes();
+        let (x, skip) = if self.residual {
+            let (x, skip) = args_2!(inputs);
+            ensure!(
+                skip.datum_type() == f32::datum_type() && skip.shape() == &*output_shape,
+                "FastWinograd residual: expected f32 {output_shape:?}, got {:?} {:?}",
+                skip.datum_type(),
+                skip.shape()
+            );
+            (x, Some(skip))
+        } else {
+            (args_1!(inputs), None)
+        };
+        let skip = match &skip {
+            Some(s) => Some(s.try_as_plain_ram()?.as_slice::<f32>()?),
+            None => None,
+        };
         eval_f32("FastWinograd", &x, &input_shape, &output_shape, |x, out| {
-            run(self, x, Isa::detect(), out)
+            run(self, x, skip, Isa::detect(), out)
         })
     }
 }
@@ -385,7 +408,15 @@ impl EvalOp for FastWinograd {
 impl TypedOp for FastWinograd {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let (input_shape, output_shape) = self.shapes();
-        f32_output_facts(inputs, 1, &input_shape, &output_shape)
+        if self.residual {
+            let skip = inputs
+                .get(1)
+                .context("FastWinograd residual: no second input")?;
+            ensure!(skip.datum_type == f32::datum_type());
+            ensure!(skip.shape.as_concrete() == Some(&*output_shape));
+        }
+        let arity = 1 + self.residual as usize;
+        f32_output_facts(inputs, arity, &input_shape, &output_shape)
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -400,9 +431,9 @@ impl TypedOp for FastWinograd {
 }
 
 /// Winograd convolution of `x` (`n*cin*h*w`, NCHW) by `op` into `out` (`n*cout*oh*ow`), on
-/// `isa`.
-pub fn winograd(op: &FastWinograd, x: &[f32], isa: Isa, out: &mut [f32]) {
-    run(op, x, isa, out).unwrap()
+/// `isa`, plus `skip` (the output's shape) where the op fuses a residual.
+pub fn winograd(op: &FastWinograd, x: &[f32], skip: Option<&[f32]>, isa: Isa, out: &mut [f32]) {
+    run(op, x, skip, isa, out).unwrap()
 }
 
 /// Where tiles, their transforms and the phase planes lie for one geometry.
@@ -462,11 +493,21 @@ impl Layout {
 
 /// The whole convolution: for each batch item, the input transform into `V`, the products into
 /// `M`, the output transform into `out`; each step split across tract's threads.
-fn run(op: &FastWinograd, x: &[f32], isa: Isa, out: &mut [f32]) -> TractResult<()> {
+fn run(
+    op: &FastWinograd,
+    x: &[f32],
+    skip: Option<&[f32]>,
+    isa: Isa,
+    out: &mut [f32],
+) -> TractResult<()> {
     let g = &op.geo;
     let (oh, ow) = (g.oh(), g.ow());
     assert_eq!(x.len(), g.n * g.c * g.h * g.w);
     assert_eq!(out.len(), g.n * op.cout * oh * ow);
+    ensure!(
+        skip.map(|s| s.len()) == op.residual.then_some(out.len()),
+        "FastWinograd: a residual input exactly when the op fuses one"
+    );
     let lay = Layout::new(g, op.tile);
     let w = &op.weights;
     let xis = lay.a * lay.a;
@@ -477,8 +518,9 @@ fn run(op: &FastWinograd, x: &[f32], isa: Isa, out: &mut [f32]) -> TractResult<(
             let xn = &x[n * g.c * g.h * g.w..][..g.c * g.h * g.w];
             transform::input(g, &lay, xn, isa, v)?;
             products(op, &lay, v, isa, m)?;
-            let on = &mut out[n * op.cout * oh * ow..][..op.cout * oh * ow];
-            transform::output(op, &lay, m, isa, on)?;
+            let item = n * op.cout * oh * ow..(n + 1) * op.cout * oh * ow;
+            let skip_n = skip.map(|s| &s[item.clone()]);
+            transform::output(op, &lay, m, isa, &mut out[item], skip_n)?;
         }
         Ok(())
     })

@@ -327,7 +327,7 @@ fn conv_vs_tract(
         let mut out = vec![f32::NAN; want.len()];
         match (&op, &wino) {
             (Some(op), None) => dense(op, &x, isa, &mut out),
-            (None, Some(op)) => winograd(op, &x, isa, &mut out),
+            (None, Some(op)) => winograd(op, &x, None, isa, &mut out),
             _ => unreachable!("one convolution op"),
         }
         check(&out, &format!("{isa:?}"));
@@ -591,4 +591,120 @@ fn dense_folds_a_zero_pad() {
         Some([2, 1, 0, 3]),
         false,
     );
+}
+
+/// A residual block's tail: `x -> conv3x3 -> (+ skip) [-> ReLU]`, where `skip` is the block's
+/// input or a 1x1 stride-2 shortcut of it (a strided block). Tract's plan against ours (the
+/// Add and the ReLU folded into the Winograd op), both operand orders.
+fn residual_vs_tract(
+    seed: &mut Rng,
+    (n, cin, cout, h): (usize, usize, usize, usize),
+    strided: bool,
+    skip_first: bool,
+    relu: bool,
+) {
+    use tract_onnx::tract_core::ops::math::add;
+    let conv = |model: &mut TypedModel, seed: &mut Rng, name: &str, x, cin, k: usize, s| {
+        let kernel = seed.uniforms(-0.3, 0.3, cout * cin * k * k);
+        let bias = seed.uniforms(-1.0, 1.0, cout);
+        let kv = model
+            .add_const(
+                format!("{name}.k"),
+                Tensor::from_shape(&[cout, cin, k, k], &kernel).unwrap(),
+            )
+            .unwrap();
+        let bv = model
+            .add_const(
+                format!("{name}.b"),
+                Tensor::from_shape(&[cout], &bias).unwrap(),
+            )
+            .unwrap();
+        let pad = k / 2;
+        let op = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec!(k, k),
+                padding: PaddingSpec::Explicit(tvec!(pad, pad), tvec!(pad, pad)),
+                dilations: None,
+                strides: Some(tvec!(s, s)),
+                input_channels: cin,
+                output_channels: cout,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        model.wire_node(name, op, &[x, kv, bv]).unwrap()[0]
+    };
+    let x = seed.uniforms(-1.0, 1.0, n * cin * h * h);
+    let mut model = TypedModel::default();
+    let xv = model.add_source("x", f32::fact([n, cin, h, h])).unwrap();
+    // The block's first convolution brings the plane to the second one's size and channels.
+    let (s, mid) = if strided {
+        (2, "conv1.s2")
+    } else {
+        (1, "conv1")
+    };
+    let y = conv(&mut model, seed, mid, xv, cin, 3, s);
+    let skip = if strided {
+        conv(&mut model, seed, "shortcut", xv, cin, 1, 2)
+    } else {
+        assert_eq!(cin, cout);
+        xv
+    };
+    let y = conv(&mut model, seed, "conv2", y, cout, 3, 1);
+    let operands = if skip_first { [skip, y] } else { [y, skip] };
+    let mut out = model.wire_node("add", add(), &operands).unwrap();
+    if relu {
+        let zero = model.add_const("zero", tensor4(&[[[[0f32]]]])).unwrap();
+        out = model.wire_node("relu", max(), &[out[0], zero]).unwrap();
+    }
+    model.select_output_outlets(&out).unwrap();
+    let mut ours = model.clone();
+    rewrite_typed(&mut ours).unwrap();
+    let mut ours = ours.into_optimized().unwrap();
+    let report = rewrite_optimized(&mut ours).unwrap();
+    let case =
+        format!("{n}x{cin}->{cout} on {h} strided {strided} skip_first {skip_first} relu {relu}");
+    assert_eq!(report.winograd_residuals, 1, "{case}: {report:?}");
+    let fused = ours
+        .nodes
+        .iter()
+        .find_map(|n| n.op_as::<FastWinograd>().filter(|w| w.residual))
+        .unwrap_or_else(|| panic!("{case}: no residual Winograd op"));
+    assert_eq!(fused.clip.is_some(), relu, "{case}");
+    assert!(
+        !ours.nodes.iter().any(|n| n.op().name().contains("Add")),
+        "{case}"
+    );
+    let input = Tensor::from_shape(&[n, cin, h, h], &x).unwrap();
+    let want = run_plan(model.into_optimized().unwrap(), &input);
+    let got = run_plan(ours, &input);
+    assert!(
+        want.iter().any(|&v| v < 0.0) != relu,
+        "{case}: the ReLU clamps something"
+    );
+    let tol = 1e-5 * (cout * 9) as f32;
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * w.abs().max(1.0),
+            "{case} at {i}: {g} vs {w}"
+        );
+    }
+}
+
+#[test]
+fn winograd_fuses_the_residual_add_and_relu() {
+    let mut seed = Rng::new(0x4e51_d0a1);
+    // F(4x4) on 28x28, F(2x2) on 14x14 and 7x7 (one vector of tiles per row: the register
+    // output transform), a batch of 2 on a 66x66 plane (17 tiles a row: the general path).
+    // Winograd takes 64 channels and more.
+    residual_vs_tract(&mut seed, (1, 64, 64, 28), false, false, true);
+    residual_vs_tract(&mut seed, (1, 64, 64, 14), false, true, true);
+    residual_vs_tract(&mut seed, (1, 64, 64, 7), false, false, false);
+    residual_vs_tract(&mut seed, (2, 64, 64, 66), false, true, true);
+    // Strided blocks: the shortcut is another convolution's output; output channels past a
+    // whole block.
+    residual_vs_tract(&mut seed, (1, 16, 64, 28), true, false, true);
+    residual_vs_tract(&mut seed, (1, 16, 68, 14), true, true, false);
 }

@@ -60,7 +60,7 @@ fn max_error(g: Geometry, cout: usize, tile: Tile, clip: Option<Clip>, rng: &mut
     op.clip = clip;
     for isa in Isa::available() {
         let mut out = vec![f32::NAN; want.len()];
-        winograd(&op, &x, isa, &mut out);
+        winograd(&op, &x, None, isa, &mut out);
         for (i, (&o, &w)) in out.iter().zip(&want).enumerate() {
             let e = (o as f64 - w).abs();
             assert!(
@@ -183,6 +183,50 @@ fn rows_of_more_than_one_vector_of_tiles() {
         for tile in [Tile::F2, Tile::F4] {
             let e = max_error(g, 11, tile, Some(Clip::new(0.0, 6.0)), &mut rng);
             assert!(e < 1e-5, "{tile:?} {g:?}: error {e:e}");
+        }
+    }
+}
+
+/// A fused residual is added to the convolution's output (bias included) before the clamp,
+/// as the unfused graph rounds: equal to the bit to the op without it plus the residual, then
+/// clamped, on every ISA; rows of tiles in registers and on the general path, a batch of 2,
+/// odd sizes, channels past a whole block.
+#[test]
+fn residual_is_added_before_the_clamp() {
+    let mut rng = Rng::new(0x5e51_d0a1);
+    for (n, c, cout, h, w) in [(1, 6, 13, 7, 7), (2, 5, 8, 14, 15), (1, 4, 9, 9, 70)] {
+        let g = Geometry::square(n, c, h, w, 3, 1, 1);
+        let x = rng.uniforms(-1.0, 1.0, n * c * h * w);
+        let k = rng.uniforms(-0.5, 0.5, cout * c * 9);
+        let b = rng.uniforms(-0.5, 0.5, cout);
+        let skip = rng.uniforms(-2.0, 2.0, n * cout * h * w);
+        for (tile, clip) in [
+            (Tile::F2, Some(Clip::new(0.0, f32::INFINITY))),
+            (Tile::F4, Some(Clip::new(-0.5, 1.0))),
+            (Tile::F2, None),
+        ] {
+            let plain = FastWinograd::new(g, cout, 4, tile, &k, &b).unwrap();
+            let fused = FastWinograd {
+                residual: true,
+                clip,
+                ..plain.clone()
+            };
+            let (lo, hi) = clip.map_or((f32::NEG_INFINITY, f32::INFINITY), |c| (c.lo(), c.hi()));
+            for isa in Isa::available() {
+                let mut y = vec![f32::NAN; skip.len()];
+                winograd(&plain, &x, None, isa, &mut y);
+                let want: Vec<f32> = y
+                    .iter()
+                    .zip(&skip)
+                    .map(|(y, s)| (y + s).max(lo).min(hi))
+                    .collect();
+                let mut got = vec![f32::NAN; skip.len()];
+                winograd(&fused, &x, Some(&skip), isa, &mut got);
+                let case = format!("{isa:?} {tile:?} {clip:?} {g:?} -> {cout}");
+                for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(a.to_bits(), e.to_bits(), "{case} at {i}: {a} vs {e}");
+                }
+            }
         }
     }
 }

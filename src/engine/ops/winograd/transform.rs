@@ -229,11 +229,13 @@ pub(super) fn output(
     m: &[f32],
     isa: Isa,
     out: &mut [f32],
+    skip: Option<&[f32]>,
 ) -> TractResult<()> {
     let g = &op.geo;
     let (oh, ow) = (g.oh(), g.ow());
     assert!(m.len() >= lay.a * lay.a * lay.xi_len(op.weights.cout_padded()));
     assert_eq!(out.len(), op.cout * oh * ow);
+    assert_eq!(skip.map_or(out.len(), |s| s.len()), out.len());
     let out_addr = out.as_mut_ptr() as usize;
     let work = op.cout * lay.a * lay.a * lay.tiles;
     tract_linalg::multithread::par_chunks_mut(&mut vec![(); op.cout], 1, work, |first, cs| {
@@ -244,7 +246,8 @@ pub(super) fn output(
             let plane = unsafe {
                 std::slice::from_raw_parts_mut((out_addr as *mut f32).add(co * oh * ow), oh * ow)
             };
-            let args = (op, lay, m, co);
+            let skip = skip.map(|s| &s[co * oh * ow..][..oh * ow]);
+            let args = (op, lay, m, co, skip);
             // Safety: the features were detected for this `Isa`.
             unsafe {
                 match isa {
@@ -267,13 +270,20 @@ fn clamp_range(op: &FastWinograd) -> (f32, f32) {
         .unwrap_or((f32::NEG_INFINITY, f32::INFINITY))
 }
 
-/// What one channel's output transform reads: the op, the layout, `M`, the channel.
-type OutputArgs<'a> = (&'a FastWinograd, &'a Layout, &'a [f32], usize);
+/// What one channel's output transform reads: the op, the layout, `M`, the channel, and the
+/// channel's plane of the residual the op adds (if it fuses one).
+type OutputArgs<'a> = (
+    &'a FastWinograd,
+    &'a Layout,
+    &'a [f32],
+    usize,
+    Option<&'a [f32]>,
+);
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn output_avx512(args: OutputArgs, cols: &mut [f32], rows: &mut [f32], plane: &mut [f32]) {
-    let (op, lay, m, co) = args;
+    let (op, lay, m, co, skip) = args;
     if lay.run != RUN {
         return output_channel(args, cols, rows, plane);
     }
@@ -285,10 +295,12 @@ unsafe fn output_avx512(args: OutputArgs, cols: &mut [f32], rows: &mut [f32], pl
     assert_eq!(plane.len(), oh * ow);
     let (lo, hi) = clamp_range(op);
     for ty in 0..lay.tiles_y {
+        let first_row = lay.m * ty * ow;
         let row = crate::engine::ops::x86::winograd::OutputRow {
             m: m.as_ptr().wrapping_add(co * lay.stride + ty * lay.tiles_x),
             xi_len,
-            out: plane.as_mut_ptr().wrapping_add(lay.m * ty * ow),
+            out: plane.as_mut_ptr().wrapping_add(first_row),
+            skip: skip.map_or(std::ptr::null(), |s| s.as_ptr().wrapping_add(first_row)),
             ow,
             rows: (oh - lay.m * ty).min(lay.m),
             bias: op.weights.bias[co],
@@ -296,8 +308,8 @@ unsafe fn output_avx512(args: OutputArgs, cols: &mut [f32], rows: &mut [f32], pl
             hi,
         };
         // Safety: AVX-512F (this function's feature); every `M` plane has `RUN` floats of
-        // slack past its last tile; the rows written are inside the plane (`ow <= 16 * m`
-        // since the row of tiles is one vector).
+        // slack past its last tile; the rows written (and read from the residual, the same
+        // shape) are inside the plane (`ow <= 16 * m` since the row of tiles is one vector).
         unsafe {
             if lay.m == 2 {
                 crate::engine::ops::x86::winograd::output_row_f2(&row)
@@ -324,11 +336,11 @@ fn output_channel(args: OutputArgs, cols: &mut [f32], rows: &mut [f32], plane: &
 }
 
 /// One output channel, a row of tiles at a time: along the columns of `M` into
-/// `cols[i][j]`, then along the rows into `rows[q]` for each output row `i`, plus the bias,
-/// clamped, interleaved into the output row.
+/// `cols[i][j]`, then along the rows into `rows[q]` for each output row `i`, plus the bias and
+/// the residual, clamped, interleaved into the output row.
 #[inline(always)]
 fn output_m<const M: usize, const A: usize>(
-    (op, lay, m, co): OutputArgs,
+    (op, lay, m, co, skip): OutputArgs,
     cols: &mut [f32],
     rows: &mut [f32],
     plane: &mut [f32],
@@ -366,15 +378,21 @@ fn output_m<const M: usize, const A: usize>(
             unsafe { transform_runs::<A, M>(src, dst, run, at) };
             let row = &mut plane[oy * ow..][..ow];
             let ys: [&[f32]; M] = std::array::from_fn(|q| &rows[q * run..][..tx_n]);
-            // Whole tiles, then the columns of a last partial one.
-            let full = ow / M;
-            for (tx, px) in row.chunks_exact_mut(M).take(full).enumerate() {
-                for q in 0..M {
-                    px[q] = (ys[q][tx] + bias).max(lo).min(hi);
+            // The tile's outputs in row order, plus the bias (then the residual: the unfused
+            // graph's rounding).
+            let y = |ox: usize| ys[ox % M][ox / M] + bias;
+            match skip {
+                None => {
+                    for (ox, px) in row.iter_mut().enumerate() {
+                        *px = y(ox).max(lo).min(hi);
+                    }
                 }
-            }
-            for ox in full * M..ow {
-                row[ox] = (ys[ox % M][ox / M] + bias).max(lo).min(hi);
+                Some(skip) => {
+                    let skip = &skip[oy * ow..][..ow];
+                    for (ox, px) in row.iter_mut().enumerate() {
+                        *px = (y(ox) + skip[ox]).max(lo).min(hi);
+                    }
+                }
             }
         }
     }

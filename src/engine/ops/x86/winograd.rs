@@ -155,12 +155,13 @@ unsafe fn zip4(y: [__m512; 4]) -> [__m512; 4] {
 
 /// Where one row of 16 tiles of one output channel is read and written: `M`'s first tile of
 /// the row for `xi = 0` (`xi` planes `xi_len` apart); the output plane's first row of the
-/// tiles (rows of `ow`), how many of the tiles' `m` rows are inside the plane; the bias and
-/// the clamp.
+/// tiles (rows of `ow`), the same row of the residual to add (null: none), how many of the
+/// tiles' `m` rows are inside the plane; the bias and the clamp.
 pub(crate) struct OutputRow {
     pub(crate) m: *const f32,
     pub(crate) xi_len: usize,
     pub(crate) out: *mut f32,
+    pub(crate) skip: *const f32,
     pub(crate) ow: usize,
     pub(crate) rows: usize,
     pub(crate) bias: f32,
@@ -171,11 +172,12 @@ pub(crate) struct OutputRow {
 macro_rules! output_row {
     ($name:ident, $m:literal, $a:literal, $at:ident, $zip:expr) => {
         /// One row of 16 tiles: along the columns of `M`, then along the rows, then the `m`
-        /// outputs of each tile interleaved into the output rows, plus the bias, clamped.
+        /// outputs of each tile interleaved into the output rows, plus the bias, plus the
+        /// residual, clamped.
         ///
         /// # Safety
         /// AVX-512F; 16 floats readable at every `M` plane's start; `rows` output rows of
-        /// `ow` (at most `16 * m`) writable.
+        /// `ow` (at most `16 * m`) writable, and as many readable at `skip` unless it is null.
         #[target_feature(enable = "avx512f")]
         pub(crate) unsafe fn $name(row: &OutputRow) {
             const M: usize = $m;
@@ -204,8 +206,13 @@ macro_rules! output_row {
                         if left == 0 {
                             break;
                         }
-                        let v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(p, bias), lo), hi);
                         let mask = ((1u32 << left) - 1) as __mmask16;
+                        let mut v = _mm512_add_ps(p, bias);
+                        if !row.skip.is_null() {
+                            let at = row.skip.add(i * row.ow + 16 * n);
+                            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, at));
+                        }
+                        let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
                         _mm512_mask_storeu_ps(out.add(16 * n), mask, v);
                     }
                 }
