@@ -350,9 +350,9 @@ fn unfolded(g: &Geometry, isa: Isa) -> Option<Geometry> {
     (shortcut || small).then(|| Geometry::pointwise(g.n, g.c * g.taps(), g.oh(), g.ow()))
 }
 
-/// `x` (NCHW over `g`) unfolded: for every batch item, input channel `ci` and tap `t = ky * kw
-/// + kx`, in that order (the order of an OIHW kernel's `K`), the `oh * ow` plane of the pixels
-/// the outputs read through that tap, zeros where it falls in the padding.
+/// `x` (NCHW over `g`) unfolded: for every batch item, input channel `ci` and tap
+/// `t = ky * kw + kx`, in that order (the order of an OIHW kernel's `K`), the `oh * ow` plane
+/// of the pixels the outputs read through that tap, zeros where it falls in the padding.
 fn unfold(g: &Geometry, isa: Isa, x: &[f32]) -> Vec<f32> {
     let (oh, ow) = (g.oh(), g.ow());
     let mut unfolded = Vec::with_capacity(g.n * g.c * g.taps() * oh * ow);
