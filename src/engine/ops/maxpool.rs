@@ -1,4 +1,6 @@
-//! Max pooling on the plane loop of [`super::planes`]: `max` for the sum, -inf for the padding.
+//! Max pooling on the plane loop of [`super::planes`]: `max` for the sum, -inf for the padding;
+//! on AVX-512 a 3x3 window at stride 2 (ResNet's) runs straight from the input rows
+//! ([`super::x86::maxpool`]).
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -72,7 +74,7 @@ impl EvalOp for FastMaxPool {
             let isa = Isa::detect();
             tract_linalg::multithread::par_chunks_mut(out, plane, work, |first, chunk| {
                 let planes = first..first + chunk.len() / plane;
-                run_planes(Reduce::Max, g, x, &[], &[], None, isa, planes, chunk);
+                pool_planes(g, x, isa, planes, chunk);
                 Ok(())
             })
         })
@@ -91,7 +93,32 @@ impl TypedOp for FastMaxPool {
 /// Max pooling of `x` (`n*c*h*w`, NCHW) into `out` (`n*c*oh*ow`); padding cells count as
 /// -inf. Panics on wrong lengths, an invalid geometry or an unsupported tap count.
 pub fn maxpool(g: &Geometry, x: &[f32], isa: Isa, out: &mut [f32]) {
-    run_planes(Reduce::Max, g, x, &[], &[], None, isa, 0..g.n * g.c, out)
+    pool_planes(g, x, isa, 0..g.n * g.c, out)
+}
+
+/// Planes `planes` of `x` pooled into `out` (those planes' outputs).
+fn pool_planes(g: &Geometry, x: &[f32], isa: Isa, planes: std::ops::Range<usize>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && super::x86::maxpool::fits(g) {
+        assert!(g.is_valid());
+        assert_eq!(x.len(), g.n * g.c * g.h * g.w);
+        let (plane_in, plane_out) = (g.h * g.w, g.oh() * g.ow());
+        assert!(planes.end <= g.n * g.c && out.len() == planes.len() * plane_out);
+        let mut row = vec![0f32; super::x86::maxpool::row_len(g.w)];
+        for (p, out) in planes.zip(out.chunks_exact_mut(plane_out)) {
+            // Safety: AVX-512F detected for this `Isa`; `g` fits; the slices are a plane each.
+            unsafe {
+                super::x86::maxpool::pool3s2_avx512(
+                    g,
+                    &x[p * plane_in..][..plane_in],
+                    &mut row,
+                    out,
+                )
+            };
+        }
+        return;
+    }
+    run_planes(Reduce::Max, g, x, &[], &[], None, isa, planes, out)
 }
 
 #[cfg(test)]
@@ -118,6 +145,36 @@ mod tests {
                 let mut got = vec![f32::NAN; want.len()];
                 maxpool(&g, &x, isa, &mut got);
                 assert_eq!(got, want, "{isa:?} {g:?}");
+            }
+        }
+    }
+
+    /// The 3x3 stride-2 windows (AVX-512 reads them straight from the rows): ResNet's stem
+    /// plane and odd, narrow and wide ones (past one vector of outputs), every padding of 0 or 1
+    /// on each side, on every ISA.
+    #[test]
+    fn stride_two_windows_match_definition() {
+        let mut rng = Rng::new(0x3a3a);
+        for (h, w) in [(112, 112), (7, 9), (3, 3), (4, 70), (35, 33), (9, 4)] {
+            for pads in 0..16 {
+                let bit = |i: usize| (pads >> i) & 1;
+                let g = Geometry {
+                    pad_top: bit(0),
+                    pad_left: bit(1),
+                    pad_bottom: bit(2),
+                    pad_right: bit(3),
+                    ..Geometry::square(2, 3, h, w, 3, 2, 0)
+                };
+                if !g.is_valid() {
+                    continue;
+                }
+                let x = rng.uniforms(-1.0, 1.0, g.n * g.c * h * w);
+                let want = reference_max(&g, &x);
+                for isa in Isa::available() {
+                    let mut got = vec![f32::NAN; want.len()];
+                    maxpool(&g, &x, isa, &mut got);
+                    assert_eq!(got, want, "{isa:?} {g:?}");
+                }
             }
         }
     }

@@ -6,6 +6,7 @@
 
 pub(crate) mod conv;
 pub(crate) mod lanes;
+pub(crate) mod maxpool;
 pub(crate) mod planes;
 pub(crate) mod winograd;
 
