@@ -30,32 +30,38 @@ pub(crate) unsafe fn block_avx512(
     outs: &[*mut f32; MR],
 ) {
     let o = &outs[..];
-    unsafe {
-        match (group.len(), clip) {
-            (3, false) => {
-                block_n_avx512::<8, 3, false>(base, koff, weights, bias, lo, hi, group, o)
-            }
-            (3, true) => block_n_avx512::<8, 3, true>(base, koff, weights, bias, lo, hi, group, o),
-            (2, false) => {
-                block_n_avx512::<8, 2, false>(base, koff, weights, bias, lo, hi, group, o)
-            }
-            (2, true) => block_n_avx512::<8, 2, true>(base, koff, weights, bias, lo, hi, group, o),
-            (1, false) => {
-                block_n_avx512::<8, 1, false>(base, koff, weights, bias, lo, hi, group, o)
-            }
-            (1, true) => block_n_avx512::<8, 1, true>(base, koff, weights, bias, lo, hi, group, o),
-            // Four vectors (a 7x7 plane): two halves of four channels, 16 accumulators each.
-            (4, c) => {
-                for h in [0, MR / 2] {
-                    let (w, b, o) = (weights.add(h), &bias[h..], &outs[h..]);
-                    if c {
-                        block_n_avx512::<4, 4, true>(base, koff, w, b, lo, hi, group, o)
-                    } else {
-                        block_n_avx512::<4, 4, false>(base, koff, w, b, lo, hi, group, o)
-                    }
+    // Whole vectors load without a mask: a masked load takes a slot on an FMA port too.
+    let full = group.iter().all(|j| j.lanes == 16);
+    macro_rules! run {
+        ($r:literal, $v:literal, $w:expr, $b:expr, $o:expr) => {
+            match (clip, full) {
+                (false, false) => {
+                    block_n_avx512::<$r, $v, false, false>(base, koff, $w, $b, lo, hi, group, $o)
+                }
+                (false, true) => {
+                    block_n_avx512::<$r, $v, false, true>(base, koff, $w, $b, lo, hi, group, $o)
+                }
+                (true, false) => {
+                    block_n_avx512::<$r, $v, true, false>(base, koff, $w, $b, lo, hi, group, $o)
+                }
+                (true, true) => {
+                    block_n_avx512::<$r, $v, true, true>(base, koff, $w, $b, lo, hi, group, $o)
                 }
             }
-            (n, _) => unreachable!("{n} jobs in a group"),
+        };
+    }
+    unsafe {
+        match group.len() {
+            3 => run!(8, 3, weights, bias, o),
+            2 => run!(8, 2, weights, bias, o),
+            1 => run!(8, 1, weights, bias, o),
+            // Four vectors (a 7x7 plane): two halves of four channels, 16 accumulators each.
+            4 => {
+                for h in [0, MR / 2] {
+                    run!(4, 4, weights.add(h), &bias[h..], &outs[h..]);
+                }
+            }
+            n => unreachable!("{n} jobs in a group"),
         }
     }
 }
@@ -77,11 +83,15 @@ pub(crate) unsafe fn block3_single_vector(
     job: &Job,
     outs: &[*mut f32],
 ) {
+    // A whole vector loads without a mask (see `block_avx512`).
     unsafe {
-        match weights.len() {
-            3 => blocks_single_vector::<3>(base, koff, weights, job, outs),
-            2 => blocks_single_vector::<2>(base, koff, weights, job, outs),
-            _ => blocks_single_vector::<1>(base, koff, weights, job, outs),
+        match (weights.len(), job.lanes == 16) {
+            (3, true) => blocks_single_vector::<3, true>(base, koff, weights, job, outs),
+            (3, false) => blocks_single_vector::<3, false>(base, koff, weights, job, outs),
+            (2, true) => blocks_single_vector::<2, true>(base, koff, weights, job, outs),
+            (2, false) => blocks_single_vector::<2, false>(base, koff, weights, job, outs),
+            (_, true) => blocks_single_vector::<1, true>(base, koff, weights, job, outs),
+            (_, false) => blocks_single_vector::<1, false>(base, koff, weights, job, outs),
         }
     }
 }
@@ -89,7 +99,7 @@ pub(crate) unsafe fn block3_single_vector(
 /// [`block3_single_vector`] for `B` blocks.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn blocks_single_vector<const B: usize>(
+unsafe fn blocks_single_vector<const B: usize, const FULL: bool>(
     base: *const f32,
     koff: &[u32],
     weights: &[*const f32],
@@ -104,7 +114,11 @@ unsafe fn blocks_single_vector<const B: usize>(
             for w in &weights[..B] {
                 _mm_prefetch::<_MM_HINT_T0>(w.add(i * MR + SINGLE_VECTOR_PREFETCH) as *const i8);
             }
-            let x = _mm512_maskz_loadu_ps(lanes, base.add(k as usize + at));
+            let x = if FULL {
+                _mm512_loadu_ps(base.add(k as usize + at))
+            } else {
+                _mm512_maskz_loadu_ps(lanes, base.add(k as usize + at))
+            };
             for b in 0..B {
                 let w = weights[b].add(i * MR);
                 for j in 0..MR {
@@ -151,6 +165,14 @@ pub(crate) unsafe fn tail_pixels_avx512(
     }
 }
 
+/// `MR` (8) floats at `p` in the low lanes, zeros above: a 256-bit load, which zeroes the
+/// upper half by itself (a masked 512-bit load takes a slot on an FMA port too).
+#[inline(always)]
+unsafe fn low_half(p: *const f32) -> __m512 {
+    const { assert!(MR == 8) };
+    unsafe { _mm512_zextps256_ps512(_mm256_loadu_ps(p)) }
+}
+
 /// Most pixels [`tail_pixels_avx512`] takes (past them a vector along the plane is as cheap).
 pub(crate) const TAIL_TILES: usize = 4;
 
@@ -163,14 +185,13 @@ unsafe fn tail_n_avx512<const T: usize>(
     at: usize,
     outs: &[*mut f32; MR],
 ) {
-    const LOW: __mmask16 = (1 << MR) - 1;
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); T]; 4];
         let mut chunks = koff.chunks_exact(4);
         let mut ci = 0;
         for ks in &mut chunks {
             for c in 0..4 {
-                let w = _mm512_maskz_loadu_ps(LOW, weights.add((ci + c) * MR));
+                let w = low_half(weights.add((ci + c) * MR));
                 let p = base.add(ks[c] as usize + at);
                 for t in 0..T {
                     acc[c][t] = _mm512_fmadd_ps(w, _mm512_set1_ps(*p.add(t)), acc[c][t]);
@@ -179,7 +200,7 @@ unsafe fn tail_n_avx512<const T: usize>(
             ci += 4;
         }
         for (c, &k) in chunks.remainder().iter().enumerate() {
-            let w = _mm512_maskz_loadu_ps(LOW, weights.add((ci + c) * MR));
+            let w = low_half(weights.add((ci + c) * MR));
             let p = base.add(k as usize + at);
             for t in 0..T {
                 acc[c][t] = _mm512_fmadd_ps(w, _mm512_set1_ps(*p.add(t)), acc[c][t]);
@@ -203,7 +224,7 @@ unsafe fn tail_n_avx512<const T: usize>(
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn block_n_avx512<const R: usize, const V: usize, const CLIP: bool>(
+unsafe fn block_n_avx512<const R: usize, const V: usize, const CLIP: bool, const FULL: bool>(
     base: *const f32,
     koff: &[u32],
     weights: *const f32,
@@ -236,9 +257,13 @@ unsafe fn block_n_avx512<const R: usize, const V: usize, const CLIP: bool>(
             let p = base.add(k as usize);
             let mut x = [_mm512_setzero_ps(); V];
             for v in 0..V {
-                // Masked: read straight from the input tensor, a row's last vector must not
-                // run past its end.
-                x[v] = _mm512_maskz_loadu_ps(lanes[v], p.add(at[v]));
+                // Masked unless whole: read straight from the input tensor, a row's last
+                // vector must not run past its end.
+                x[v] = if FULL {
+                    _mm512_loadu_ps(p.add(at[v]))
+                } else {
+                    _mm512_maskz_loadu_ps(lanes[v], p.add(at[v]))
+                };
             }
             for j in 0..R {
                 let wj = _mm512_set1_ps(*w.add(j));
