@@ -46,9 +46,15 @@ pub(crate) unsafe fn pool3s2_avx512(
             let bottom = (2 * oy + 3 - g.pad_top).min(h);
             for c in (0..w).step_by(16) {
                 let mask = lanes(w - c);
-                let mut m = _mm512_maskz_loadu_ps(mask, xp.add(top * w + c));
-                for r in top + 1..bottom {
-                    m = _mm512_max_ps(m, _mm512_maskz_loadu_ps(mask, xp.add(r * w + c)));
+                // Whole vectors load without a mask (a masked load also takes an ALU slot).
+                let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+                for r in top..bottom {
+                    let v = if w - c >= 16 {
+                        _mm512_loadu_ps(xp.add(r * w + c))
+                    } else {
+                        _mm512_maskz_loadu_ps(mask, xp.add(r * w + c))
+                    };
+                    m = _mm512_max_ps(m, v);
                 }
                 _mm512_mask_storeu_ps(rp.add(1 + c), mask, m);
             }
