@@ -2,11 +2,13 @@
 //!
 //! - [`depthwise`]: depthwise convolution (tract 0.23.9 runs it through a generic scalar loop on
 //!   x86; on EfficientNet-Lite0 that was 60% of the time for a few percent of the FLOPs);
-//! - [`maxpool`]: max pooling on the same plane loop;
+//! - [`maxpool`]: max pooling on the same plane loop (3x3 at stride 2 straight from the rows on
+//!   AVX-512);
 //! - [`conv`]: dense (group 1) convolution as an implicit matrix product over the same phase
-//!   planes;
+//!   planes, or over the input unfolded into one plane per tap (strided convolutions onto small
+//!   planes, channels in the lanes);
 //! - [`winograd`]: dense 3x3 stride-1 convolution by Winograd's F(2x2) / F(4x4) transforms, its
-//!   products on [`conv`]'s kernels;
+//!   products on [`conv`]'s kernels, a residual add and a clamp fused into its output;
 //! - [`fused`]: a 1x1 convolution and the depthwise convolution consuming it, run block by
 //!   block so the intermediate planes stay in cache;
 //! - [`fused_lanes`]: the same pair channels in the vector lanes throughout (AVX-512; small
