@@ -619,17 +619,10 @@ fn residual_vs_tract(
                 Tensor::from_shape(&[cout], &bias).unwrap(),
             )
             .unwrap();
-        let pad = k / 2;
+        // The plane's size does not enter the spec.
+        let g = Geometry::square(1, cin, k, k, k, s, k / 2);
         let op = Conv {
-            pool_spec: PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: tvec!(k, k),
-                padding: PaddingSpec::Explicit(tvec!(pad, pad), tvec!(pad, pad)),
-                dilations: None,
-                strides: Some(tvec!(s, s)),
-                input_channels: cin,
-                output_channels: cout,
-            },
+            pool_spec: pool_spec(&g, DataFormat::NCHW, cin, cout),
             kernel_fmt: KernelFormat::OIHW,
             group: 1,
             q_params: None,

@@ -378,13 +378,20 @@ fn output_m<const M: usize, const A: usize>(
             unsafe { transform_runs::<A, M>(src, dst, run, at) };
             let row = &mut plane[oy * ow..][..ow];
             let ys: [&[f32]; M] = std::array::from_fn(|q| &rows[q * run..][..tx_n]);
-            // The tile's outputs in row order, plus the bias (then the residual: the unfused
+            // The tiles' outputs in row order, plus the bias (then the residual: the unfused
             // graph's rounding).
             let y = |ox: usize| ys[ox % M][ox / M] + bias;
             match skip {
                 None => {
-                    for (ox, px) in row.iter_mut().enumerate() {
-                        *px = y(ox).max(lo).min(hi);
+                    // Whole tiles, then the columns of a last partial one.
+                    let full = ow / M;
+                    for (tx, px) in row.chunks_exact_mut(M).take(full).enumerate() {
+                        for q in 0..M {
+                            px[q] = (ys[q][tx] + bias).max(lo).min(hi);
+                        }
+                    }
+                    for ox in full * M..ow {
+                        row[ox] = y(ox).max(lo).min(hi);
                     }
                 }
                 Some(skip) => {
