@@ -18,7 +18,9 @@ use tagger::engine::tract::thread_cpu_time as thread_cpu;
 /// (kind, cin, cout, size, kernel, stride): "pw" dense 1x1, "dw" depthwise (cin = cout), "fx"
 /// a 1x1 expansion `cin -> cout` and a depthwise `kernel` / `stride` on it, fused (the engine's
 /// `FusedConvDepthwise`, as the rewrite forms it on planes past 16x16); "fl" the same pair
-/// channels in lanes (`FusedLanesConvDepthwise`, AVX-512 only; "n/a" where it does not gain).
+/// channels in lanes (`FusedLanesConvDepthwise`, AVX-512 only; "n/a" where it does not gain);
+/// "stem" and "rn" a dense `kernel x kernel` convolution (Lite0's stem with its asymmetric
+/// padding at stride 2; ResNet18's with `kernel / 2` zeros on every side).
 const LAYERS: &[(&str, usize, usize, usize, usize, usize)] = &[
     ("fx", 16, 96, 112, 3, 2),
     ("fl", 16, 96, 112, 3, 2),
