@@ -505,26 +505,15 @@ fn replace_chain(
 }
 
 /// The `Add` node that is the only consumer of `conv`'s output and adds `input` to it (same
-/// shapes, no broadcasting), if there is one.
+/// shapes, no broadcasting, no clamp after it), if there is one.
 fn residual_add(
     model: &TypedModel,
     conv: &TypedNode,
     input: OutletId,
 ) -> TractResult<Option<usize>> {
-    if model.outputs.contains(&OutletId::new(conv.id, 0)) {
-        return Ok(None);
-    }
-    let Some(add) = model.single_succ(conv.id)? else {
-        return Ok(None);
-    };
-    let conv_out = OutletId::new(conv.id, 0);
-    let operands = [add.inputs.first(), add.inputs.get(1)];
-    let adds_input = add.inputs.len() == 2
-        && (operands == [Some(&conv_out), Some(&input)]
-            || operands == [Some(&input), Some(&conv_out)]);
-    let same_shape = model.outlet_fact(input)?.shape == conv.outputs[0].fact.shape
-        && add.outputs[0].fact.shape == conv.outputs[0].fact.shape;
-    Ok((add.op().name() == "OptAddUnicast" && adds_input && same_shape).then_some(add.id))
+    Ok(residual_after(model, conv)?
+        .filter(|&(_, skip, clip)| skip == input && clip.is_none())
+        .map(|(add, _, _)| add))
 }
 
 /// The [`FusedLanesConvDepthwise`] for a 1x1 [`FastConv`] and the depthwise `node` on its
